@@ -1,0 +1,371 @@
+"""Layer-level expansion of a :class:`~hybrenet_jax.netspec.NetSpec`.
+
+:func:`expand` turns a spec into an :class:`Architecture`: named blocks holding layer records
+(convs, BatchNorms, ReLU sites, pools, dense layers) in execution order. The analytic counts,
+the Flax model, the cost model and the exporter all walk this one structure.
+
+Layer names are stable and readable (``stem_conv``, ``stage2_block1_conv1``,
+``stage2_block1_relu1``, ``head_fc``) so parameter paths and exports stay legible.
+
+ReLU placement rules
+--------------------
+* Post-activation BasicBlock (family ``resnet``): ``conv1-bn1-relu1-conv2-bn2 (+shortcut)
+  -relu2``. Thinning keeps ``relu1`` (the inner ReLU, as DeepReDuce's released models do)
+  and drops ``relu2``; thinning Stage1 also drops the stem ReLU.
+* Pre-activation block (family ``wrn``): ``bn1-relu1-conv1-bn2-relu2-conv2 (+shortcut)``, the
+  projection shortcut reading the activated input; a final ``bn-relu`` before pooling belongs to
+  the last stage. Thinning keeps ``relu2`` (the inner ReLU) and drops ``relu1`` and the final ReLU.
+* Plain layer (family ``vgg``): ``conv-bn-relu``; thinning keeps the 1st, 3rd, ... layer of a
+  stage. The classifier's two hidden ReLUs belong to the last stage (thinning keeps the first).
+* Culling removes every ReLU of a stage; a culled or thinned ReLU becomes the identity but its
+  position still counts in the paper's FLOPs convention.
+
+ReLU-reuse (Re2) with factor N
+------------------------------
+A conv that feeds a kept ReLU of a stage with ``reuse=N`` becomes grouped. Its input and output
+channels are split the same way (see :func:`reuse_split`):
+
+* N >= 4: ``[reuse C/4 | relu C/N | linear C - C/4 - C/N]``. The reuse group passes its input
+  channels on (identity when shape is unchanged, else a 1x1 conv with the layer's stride);
+  the relu and linear groups each get a kxk conv of their own channels (in -> out group).
+* N = 2: ``[relu C/2 | linear C/2]``, each a kxk conv; no reuse group.
+
+After BatchNorm over all channels, the ReLU applies only to the relu group (C·H·W/N scalar
+ReLUs) and its output is added onto the first C/N channels of the linear group, linking the
+groups Res2Net-style (the nonlinear group feeds the next; no MACs).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Iterator, Union
+
+from hybrenet_jax.errors import DescriptionError
+from hybrenet_jax.netspec import NetSpec
+
+KEPT, CULLED, THINNED = "kept", "culled", "thinned"
+
+
+def reuse_split(channels: int, factor: int) -> tuple[int, int, int]:
+    """Channel groups ``(reuse, relu, linear)`` of a layer with ReLU-reuse ``factor``.
+
+    ``factor == 1`` means no reuse: ``(0, channels, 0)``.
+    """
+    if factor == 1:
+        return 0, channels, 0
+    if factor == 2:
+        return 0, channels // 2, channels - channels // 2
+    reuse, relu = channels // 4, channels // factor
+    return reuse, relu, channels - reuse - relu
+
+
+def _check_reuse_divides(channels: int, factor: int, where: str) -> None:
+    need = 2 if factor == 2 else max(4, factor)
+    if factor > 1 and channels % need:
+        raise DescriptionError(
+            f"reuse={factor} does not divide the {channels} channels of {where}; with ReLU-reuse "
+            f"N={factor} every affected width must be a multiple of {need}"
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class Conv:
+    """A kxk convolution (no bias unless stated). ``reuse > 1`` makes it a Re2 grouped conv."""
+
+    name: str
+    stage: int
+    in_ch: int
+    out_ch: int
+    kernel: int
+    stride: int
+    in_hw: int
+    reuse: int = 1
+
+    @property
+    def out_hw(self) -> int:
+        return self.in_hw // self.stride
+
+    def group_convs(self) -> tuple[tuple[int, int, int], ...]:
+        """Dense sub-convolutions ``(in_ch, out_ch, kernel)`` this layer is made of."""
+        if self.reuse == 1:
+            return ((self.in_ch, self.out_ch, self.kernel),)
+        r_in, p_in, l_in = reuse_split(self.in_ch, self.reuse)
+        r_out, p_out, l_out = reuse_split(self.out_ch, self.reuse)
+        convs = [(p_in, p_out, self.kernel), (l_in, l_out, self.kernel)]
+        if r_out and self.reuse_needs_projection:
+            convs.append((r_in, r_out, 1))
+        return tuple(convs)
+
+    @property
+    def reuse_needs_projection(self) -> bool:
+        """Whether the reuse group needs a 1x1 conv (shape changes) instead of the identity."""
+        return self.in_ch != self.out_ch or self.stride != 1
+
+    @property
+    def macs(self) -> int:
+        """Multiply-accumulates, counted at the output resolution."""
+        return sum(k * k * ci * co for ci, co, k in self.group_convs()) * self.out_hw**2
+
+    @property
+    def params(self) -> int:
+        return sum(k * k * ci * co for ci, co, k in self.group_convs())
+
+
+@dataclasses.dataclass(frozen=True)
+class BatchNorm:
+    """BatchNorm over ``channels`` feature maps of side ``hw`` (scale and bias are params)."""
+
+    name: str
+    stage: int
+    channels: int
+    hw: int
+
+    @property
+    def elements(self) -> int:
+        return self.channels * self.hw**2
+
+    @property
+    def params(self) -> int:
+        return 2 * self.channels
+
+
+@dataclasses.dataclass(frozen=True)
+class ReluSite:
+    """A ReLU position of the base network and what the description does with it."""
+
+    name: str
+    stage: int
+    channels: int
+    hw: int
+    state: str = KEPT
+    reuse: int = 1
+
+    @property
+    def positions(self) -> int:
+        """Scalar activations at this position in the base network (paper FLOPs count them)."""
+        return self.channels * self.hw**2
+
+    @property
+    def kept(self) -> bool:
+        return self.state == KEPT
+
+    @property
+    def active_channels(self) -> int:
+        """Channels that pass through a ReLU (0 when culled/thinned, C/N with reuse N)."""
+        return reuse_split(self.channels, self.reuse)[1] if self.kept else 0
+
+    @property
+    def relus(self) -> int:
+        """Scalar ReLUs evaluated for one image."""
+        return self.active_channels * self.hw**2
+
+
+@dataclasses.dataclass(frozen=True)
+class Pool:
+    """Average pooling: ``kind`` is ``"avg2"`` (2x2, stride 2) or ``"global"``."""
+
+    name: str
+    stage: int
+    kind: str
+    channels: int
+    in_hw: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Dense:
+    """A fully connected layer with bias."""
+
+    name: str
+    stage: int
+    in_features: int
+    out_features: int
+
+    @property
+    def macs(self) -> int:
+        return self.in_features * self.out_features
+
+    @property
+    def params(self) -> int:
+        return self.in_features * self.out_features + self.out_features
+
+
+Layer = Union[Conv, BatchNorm, ReluSite, Pool, Dense]
+
+
+@dataclasses.dataclass(frozen=True)
+class Block:
+    """A named unit of the network.
+
+    ``kind`` is ``"stem"``, ``"basic"`` (post-activation residual), ``"preact"`` (pre-activation
+    residual), ``"plain"`` (VGG layer) or ``"head"``. For residual blocks the output is
+    ``after_add(main(x) + shortcut(s))`` where ``s`` is the block input, or for ``preact`` blocks
+    with a projection, the input after ``main``'s first BN-ReLU.
+    """
+
+    name: str
+    stage: int
+    kind: str
+    main: tuple[Layer, ...]
+    shortcut: tuple[Layer, ...] = ()
+    after_add: tuple[Layer, ...] = ()
+
+    def layers(self) -> Iterator[Layer]:
+        """All layers of the block, main path first."""
+        yield from self.main
+        yield from self.shortcut
+        yield from self.after_add
+
+
+@dataclasses.dataclass(frozen=True)
+class Architecture:
+    """The expanded network: blocks in execution order plus the spec they came from."""
+
+    spec: NetSpec
+    blocks: tuple[Block, ...]
+
+    def layers(self) -> Iterator[Layer]:
+        """Every layer record in execution order."""
+        for block in self.blocks:
+            yield from block.layers()
+
+    def relu_sites(self) -> tuple[ReluSite, ...]:
+        return tuple(l for l in self.layers() if isinstance(l, ReluSite))
+
+    def convs(self) -> tuple[Conv, ...]:
+        return tuple(l for l in self.layers() if isinstance(l, Conv))
+
+
+class _Builder:
+    """Accumulates blocks while walking a spec; one method per block family."""
+
+    def __init__(self, spec: NetSpec):
+        self.spec = spec
+        self.blocks: list[Block] = []
+
+    def relu_state(self, stage: int, keep_when_thinned: bool) -> str:
+        if stage in self.spec.culled:
+            return CULLED
+        if stage in self.spec.thinned and not keep_when_thinned:
+            return THINNED
+        return KEPT
+
+    def relu(self, name: str, stage: int, channels: int, hw: int, keep_when_thinned: bool,
+             reusable: bool = True) -> ReluSite:
+        state = self.relu_state(stage, keep_when_thinned)
+        reuse = self.spec.reuse if (state == KEPT and reusable) else 1
+        if reuse > 1:
+            _check_reuse_divides(channels, reuse, name)
+        return ReluSite(name, stage, channels, hw, state, reuse)
+
+    def conv(self, name: str, stage: int, cin: int, cout: int, k: int, stride: int, hw: int,
+             feeds: ReluSite | None = None) -> Conv:
+        reuse = feeds.reuse if feeds is not None else 1
+        if reuse > 1:
+            _check_reuse_divides(cin, reuse, f"{name} (input)")
+        return Conv(name, stage, cin, cout, k, stride, hw, reuse)
+
+    # -- families ---------------------------------------------------------------------------
+    def resnet(self) -> None:
+        s = self.spec
+        hw = s.input_size
+        relu = self.relu("stem_relu", 1, s.stem_width, hw, keep_when_thinned=False,
+                         reusable=False)
+        self.blocks.append(Block("stem", 1, "stem", (
+            Conv("stem_conv", 1, s.in_channels, s.stem_width, 3, 1, hw),
+            BatchNorm("stem_bn", 1, s.stem_width, hw),
+            relu,
+        )))
+        cin = s.stem_width
+        for stage, (width, depth) in enumerate(zip(s.widths, s.depths), start=1):
+            for b in range(1, depth + 1):
+                stride = 2 if (stage > 1 and b == 1) else 1
+                name = f"stage{stage}_block{b}"
+                out_hw = hw // stride
+                r1 = self.relu(f"{name}_relu1", stage, width, out_hw, keep_when_thinned=True)
+                r2 = self.relu(f"{name}_relu2", stage, width, out_hw, keep_when_thinned=False)
+                main = (
+                    self.conv(f"{name}_conv1", stage, cin, width, 3, stride, hw, feeds=r1),
+                    BatchNorm(f"{name}_bn1", stage, width, out_hw),
+                    r1,
+                    self.conv(f"{name}_conv2", stage, width, width, 3, 1, out_hw, feeds=r2),
+                    BatchNorm(f"{name}_bn2", stage, width, out_hw),
+                )
+                shortcut: tuple[Layer, ...] = ()
+                if stride != 1 or cin != width:
+                    shortcut = (Conv(f"{name}_shortcut_conv", stage, cin, width, 1, stride, hw),
+                                BatchNorm(f"{name}_shortcut_bn", stage, width, out_hw))
+                self.blocks.append(Block(name, stage, "basic", main, shortcut, (r2,)))
+                cin, hw = width, out_hw
+        self.head(cin, hw)
+
+    def wrn(self) -> None:
+        s = self.spec
+        hw = s.input_size
+        self.blocks.append(Block("stem", 1, "stem", (
+            Conv("stem_conv", 1, s.in_channels, s.stem_width, 3, 1, hw),)))
+        cin = s.stem_width
+        for stage, (width, depth) in enumerate(zip(s.widths, s.depths), start=1):
+            for b in range(1, depth + 1):
+                stride = 2 if (stage > 1 and b == 1) else 1
+                name = f"stage{stage}_block{b}"
+                out_hw = hw // stride
+                main = (
+                    BatchNorm(f"{name}_bn1", stage, cin, hw),
+                    self.relu(f"{name}_relu1", stage, cin, hw, keep_when_thinned=False),
+                    Conv(f"{name}_conv1", stage, cin, width, 3, stride, hw),
+                    BatchNorm(f"{name}_bn2", stage, width, out_hw),
+                    self.relu(f"{name}_relu2", stage, width, out_hw, keep_when_thinned=True),
+                    Conv(f"{name}_conv2", stage, width, width, 3, 1, out_hw),
+                )
+                shortcut: tuple[Layer, ...] = ()
+                if stride != 1 or cin != width:
+                    shortcut = (Conv(f"{name}_shortcut_conv", stage, cin, width, 1, stride, hw),)
+                self.blocks.append(Block(name, stage, "preact", main, shortcut))
+                cin, hw = width, out_hw
+        last = s.num_stages
+        self.blocks.append(Block("final", last, "plain", (
+            BatchNorm("final_bn", last, cin, hw),
+            self.relu("final_relu", last, cin, hw, keep_when_thinned=False),
+        )))
+        self.head(cin, hw)
+
+    def vgg(self) -> None:
+        s = self.spec
+        hw, cin = s.input_size, s.in_channels
+        for stage, (width, depth) in enumerate(zip(s.widths, s.depths), start=1):
+            for i in range(1, depth + 1):
+                name = f"stage{stage}_layer{i}"
+                relu = self.relu(f"{name}_relu", stage, width, hw, keep_when_thinned=(i % 2 == 1))
+                main: tuple[Layer, ...] = (
+                    self.conv(f"{name}_conv", stage, cin, width, 3, 1, hw, feeds=relu),
+                    BatchNorm(f"{name}_bn", stage, width, hw),
+                    relu,
+                )
+                if i == depth:
+                    main += (Pool(f"stage{stage}_pool", stage, "avg2", width, hw),)
+                self.blocks.append(Block(name, stage, "plain", main))
+                cin = width
+            hw //= 2
+        last, hidden = s.num_stages, s.head_width
+        features = cin * hw * hw
+        self.blocks.append(Block("head", last, "head", (
+            Dense("head_fc1", last, features, hidden),
+            self.relu("head_relu1", last, hidden, 1, keep_when_thinned=True, reusable=False),
+            Dense("head_fc2", last, hidden, hidden),
+            self.relu("head_relu2", last, hidden, 1, keep_when_thinned=False, reusable=False),
+            Dense("head_fc", last, hidden, s.classes),
+        )))
+
+    def head(self, channels: int, hw: int) -> None:
+        last = self.spec.num_stages
+        self.blocks.append(Block("head", last, "head", (
+            Pool("head_pool", last, "global", channels, hw),
+            Dense("head_fc", last, channels, self.spec.classes),
+        )))
+
+
+def expand(spec: NetSpec) -> Architecture:
+    """Expand a spec into its named blocks and layers (pure; cheap; no JAX)."""
+    builder = _Builder(spec)
+    getattr(builder, spec.family)()
+    return Architecture(spec, tuple(builder.blocks))

@@ -1,0 +1,66 @@
+"""The ``hybrenet`` command line: one sub-command module per verb.
+
+Each verb module defines ``register(subparsers)`` which adds its parser and sets
+``func(args) -> int``. Errors caused by the user (:class:`HybrenetError`) are printed as one
+line and exit with code 2; no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from typing import Sequence
+
+from hybrenet_jax.errors import HybrenetError
+
+#: Verb modules in the order ``--help`` lists them.
+VERBS: tuple[str, ...] = ("count", "design", "plan")
+
+EPILOG = """examples:
+  hybrenet count resnet18 hrn-5x5x3x wrn22x8
+  hybrenet count "hrn-2x5x3x:cull=S1,thin=S2+S3+S4,reuse=4" --dataset tinyimagenet --json
+  hybrenet design --depths 2-2-2-2 --order S3,S2,S4,S1
+  hybrenet design --depths 3-4-6-3 --order S3,S2,S4,S1 --json
+  hybrenet design --depths 2-2-2-2 --order S3,S2,S4,S1 --by depth
+  hybrenet plan hrn-2x5x3x
+
+model strings: NAME[:key=value,...]
+  NAME  resnet18 resnet34 resnet20 resnet32 resnet56 wrnDxK vgg16 hrn-AxBxCx stagech-SxSxSx
+        convnext-t|n|p|f|a regnetx-200mf|400mf|600mf|800mf
+  keys  m (base width), depths (3-4-6-3), widths (resnet18/34 only), cull / thin (S1+S2),
+        reuse (ReLU-reuse factor N), classes
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The top-level parser with every verb registered."""
+    parser = argparse.ArgumentParser(
+        prog="hybrenet",
+        description="Design, count and plan HybReNets for private inference (DeepReShape).",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="verb", metavar="VERB")
+    sub.required = True
+    for verb in VERBS:
+        importlib.import_module(f"hybrenet_jax.cli.{verb}").register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; returns the exit code (0 ok, 2 user error)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except HybrenetError as err:
+        print(f"hybrenet {args.verb}: error: {err}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:  # e.g. `hybrenet count ... | head`
+        return 0
+
+
+def run() -> None:
+    """Console-script entry point."""
+    sys.exit(main())

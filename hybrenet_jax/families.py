@@ -1,0 +1,128 @@
+"""Constructors for every network family of the paper (spec §2).
+
+Each returns a validated :class:`NetSpec`. ReLU options (``culled``, ``thinned``, ``reuse``),
+``classes`` and ``input_size`` pass through as keyword arguments.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+from hybrenet_jax.errors import DescriptionError
+from hybrenet_jax.netspec import NetSpec
+
+RESNET18_DEPTHS = (2, 2, 2, 2)
+RESNET34_DEPTHS = (3, 4, 6, 3)
+CIFAR_RESNET_DEPTHS = {20: 3, 32: 5, 56: 9}  # blocks per stage of the 3-stage CIFAR ResNets
+
+#: ConvNeXt- and RegNet-X-adapted ResNets (ResNet blocks, those models' widths and depths).
+ADAPTED: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {
+    "convnext-t": ((96, 192, 384, 768), (3, 3, 9, 3)),
+    "convnext-n": ((96, 192, 384, 768), (2, 2, 8, 2)),
+    "convnext-p": ((64, 128, 256, 512), (2, 2, 6, 2)),
+    "convnext-f": ((48, 96, 192, 384), (2, 2, 6, 2)),
+    "convnext-a": ((40, 80, 160, 320), (2, 2, 6, 2)),
+    "regnetx-200mf": ((24, 56, 152, 368), (1, 1, 4, 7)),
+    "regnetx-400mf": ((32, 64, 160, 384), (1, 2, 7, 12)),
+    "regnetx-600mf": ((48, 96, 240, 528), (1, 3, 5, 7)),
+    "regnetx-800mf": ((64, 128, 288, 672), (1, 3, 7, 5)),
+}
+
+
+def _positive(name: str, value: int) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        raise DescriptionError(f"{name}={value!r}: must be a positive integer")
+    return value
+
+
+def widths_from_multipliers(m: int, multipliers: Sequence[int]) -> tuple[int, ...]:
+    """Stage widths ``[m, a*m, a*b*m, ...]`` from a base width and stage multipliers."""
+    _positive("m", m)
+    names = ("alpha", "beta", "gamma")
+    widths = [m]
+    for i, lam in enumerate(multipliers):
+        label = names[i] if i < len(names) else f"lambda{i + 1}"
+        if not isinstance(lam, int) or lam < 1:
+            raise DescriptionError(
+                f"{label}={lam!r}: stage multipliers must be integers >= 1 (HRNs use >= 2)"
+            )
+        widths.append(widths[-1] * lam)
+    return tuple(widths)
+
+
+def resnet(widths: Sequence[int], depths: Sequence[int], stem_width: int | None = None,
+           **kw) -> NetSpec:
+    """Post-activation BasicBlock ResNet with arbitrary stage widths and depths."""
+    widths = tuple(widths)
+    return NetSpec("resnet", stem_width or widths[0], widths, tuple(depths), **kw)
+
+
+def resnet18(m: int = 64, depths: Sequence[int] = RESNET18_DEPTHS, **kw) -> NetSpec:
+    """ResNet18 (BaseCh when ``m`` != 64): widths m, 2m, 4m, 8m."""
+    return resnet(widths_from_multipliers(m, (2, 2, 2)), depths, **kw)
+
+
+def resnet34(m: int = 64, depths: Sequence[int] = RESNET34_DEPTHS, **kw) -> NetSpec:
+    """ResNet34: widths m, 2m, 4m, 8m; depths 3-4-6-3."""
+    return resnet(widths_from_multipliers(m, (2, 2, 2)), depths, **kw)
+
+
+def cifar_resnet(layers: int, m: int = 16, depths: Sequence[int] | None = None,
+                 **kw) -> NetSpec:
+    """ResNet20/32/56 for CIFAR: 3 stages of 3/5/9 blocks, widths m, 2m, 4m (m=16)."""
+    if layers not in CIFAR_RESNET_DEPTHS:
+        raise DescriptionError(
+            f"resnet{layers} is not a CIFAR ResNet; accepted: "
+            + ", ".join(f"resnet{n}" for n in CIFAR_RESNET_DEPTHS)
+        )
+    depths = tuple(depths) if depths is not None else (CIFAR_RESNET_DEPTHS[layers],) * 3
+    return resnet(widths_from_multipliers(m, (2, 2)), depths, **kw)
+
+
+def wide_resnet(depth: int, k: int, m: int = 16, depths: Sequence[int] | None = None,
+                **kw) -> NetSpec:
+    """WRN-depth-k: pre-activation blocks, stem m=16, widths 16k, 32k, 64k."""
+    _positive("k", k)
+    if depths is None:
+        if depth < 10 or (depth - 4) % 6:
+            raise DescriptionError(
+                f"WRN depth={depth}: must satisfy depth = 6n + 4 with n >= 1 (e.g. 16, 22, 28, 40)"
+            )
+        depths = ((depth - 4) // 6,) * 3
+    widths = tuple(w * k for w in widths_from_multipliers(m, (2, 2)))
+    return NetSpec("wrn", m, widths, tuple(depths), **kw)
+
+
+def vgg16(m: int = 64, depths: Sequence[int] = (2, 2, 3, 3, 3), **kw) -> NetSpec:
+    """VGG16 (CIFAR variant as run in Delphi): 13 conv-BN-ReLU, 2x2 avg pools, 3 FC layers."""
+    return NetSpec("vgg", m, widths_from_multipliers(m, (2, 2, 2, 1)), tuple(depths), **kw)
+
+
+def hrn(multipliers: Sequence[int], m: int = 16, depths: Sequence[int] | None = None,
+        **kw) -> NetSpec:
+    """HybReNet ``HRN-AxBxCx``: widths m, A·m, A·B·m, A·B·C·m; ResNet18 depths by default."""
+    multipliers = tuple(multipliers)
+    if depths is None:
+        depths = (2,) * (len(multipliers) + 1)
+    return resnet(widths_from_multipliers(m, multipliers), depths, **kw)
+
+
+def stagech(s: int, m: int = 16, depths: Sequence[int] = RESNET18_DEPTHS, **kw) -> NetSpec:
+    """StageCh ``sxsxsx``: all stage multipliers equal to ``s``."""
+    return hrn((s,) * (len(tuple(depths)) - 1), m=m, depths=depths, **kw)
+
+
+def adapted(preset: str, m: int | None = None, depths: Sequence[int] | None = None,
+            **kw) -> NetSpec:
+    """ConvNeXt-/RegNet-X-adapted ResNet (e.g. ``convnext-t``); ``m`` rescales all widths."""
+    try:
+        widths, default_depths = ADAPTED[preset]
+    except KeyError:
+        raise DescriptionError(
+            f"unknown adapted network {preset!r}; accepted: {', '.join(ADAPTED)}"
+        ) from None
+    if m is not None:
+        _positive("m", m)
+        widths = tuple(max(1, math.floor(w * m / widths[0] + 0.5)) for w in widths)
+    return resnet(widths, depths if depths is not None else default_depths, **kw)

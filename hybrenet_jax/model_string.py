@@ -1,0 +1,191 @@
+"""Model strings: how the CLI and configs name networks, the way the paper does.
+
+Grammar: ``NAME[:key=value,...]``, e.g. ``hrn-2x6x3x:m=16,depths=3-4-6-3,cull=S1,thin=S2+S3+S4,reuse=4``.
+
+Names: ``resnet18 resnet34 resnet20 resnet32 resnet56 wrnDxK vgg16 hrn-AxBxCx stagech-SxSxSx``
+plus the ConvNeXt-/RegNet-X-adapted ResNets (``convnext-t``, ``regnetx-400mf``, ...).
+
+Keys: ``m`` (base width), ``depths`` (``3-4-6-3``), ``widths`` (``16-32-160-480``, ResNet
+families only), ``cull`` / ``thin`` (stages joined by ``+``), ``reuse`` (ReLU-reuse factor N),
+``classes``. Input size and default class count come from the dataset.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+
+from hybrenet_jax import families
+from hybrenet_jax.dataset_info import dataset_info
+from hybrenet_jax.errors import DescriptionError, ModelStringError
+from hybrenet_jax.netspec import NetSpec, parse_stage_name
+
+KEYS: tuple[str, ...] = ("m", "depths", "widths", "cull", "thin", "reuse", "classes")
+NAME_FORMS = ("resnet18", "resnet34", "resnet20", "resnet32", "resnet56", "wrnDxK", "vgg16",
+              "hrn-AxBxCx", "stagech-SxSxSx", *families.ADAPTED)
+
+_HRN = re.compile(r"^hrn-((?:\d+x)+)$")
+_STAGECH = re.compile(r"^stagech-((?:\d+x)+)$")
+_WRN = re.compile(r"^wrn-?(\d+)[x-](\d+)$")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelString:
+    """A parsed model string: the network name and its ``key=value`` options (as text)."""
+
+    name: str
+    options: tuple[tuple[str, str], ...] = ()
+
+    def get(self, key: str) -> str | None:
+        return dict(self.options).get(key)
+
+    def with_options(self, **changes: str | None) -> "ModelString":
+        """Copy with options set (``None`` removes a key); keys kept in canonical order."""
+        opts = dict(self.options)
+        for key, value in changes.items():
+            if value is None:
+                opts.pop(key, None)
+            else:
+                opts[key] = str(value)
+        ordered = tuple((k, opts[k]) for k in KEYS if k in opts)
+        return ModelString(self.name, ordered)
+
+    def __str__(self) -> str:
+        if not self.options:
+            return self.name
+        return self.name + ":" + ",".join(f"{k}={v}" for k, v in self.options)
+
+
+def _error(text: str, start: int, end: int, message: str) -> ModelStringError:
+    pointer = " " * start + "^" * max(1, end - start)
+    return ModelStringError(f"invalid model string {text!r}: {message}\n  {text}\n  {pointer}")
+
+
+def parse_model_string(text: str) -> ModelString:
+    """Split ``NAME[:k=v,...]`` into a :class:`ModelString`, checking the syntax and keys."""
+    if not isinstance(text, str) or not text.strip():
+        raise ModelStringError("empty model string; expected NAME[:key=value,...], e.g. resnet18")
+    text = text.strip()
+    name, _, rest = text.partition(":")
+    name = name.lower()
+    if not name:
+        raise _error(text, 0, 1, "missing network name before ':'")
+    options: dict[str, str] = {}
+    pos = len(name) + 1
+    if rest:
+        for item in rest.split(","):
+            start, end = pos, pos + len(item)
+            pos = end + 1
+            key, eq, value = item.partition("=")
+            key = key.strip().lower()
+            if not eq or not value.strip():
+                raise _error(text, start, end, f"option {item!r} is not of the form key=value")
+            if key not in KEYS:
+                raise _error(text, start, start + len(item.partition("=")[0]),
+                             f"unknown key {key!r}; accepted keys: {', '.join(KEYS)}")
+            if key in options:
+                raise _error(text, start, end, f"key {key!r} given twice")
+            options[key] = value.strip()
+    return ModelString(name, tuple((k, options[k]) for k in KEYS if k in options))
+
+
+def _int_option(ms: ModelString, key: str, text: str) -> int | None:
+    value = ms.get(key)
+    if value is None:
+        return None
+    if not re.fullmatch(r"\d+", value) or int(value) <= 0:
+        start = text.lower().find(f"{key}=")
+        raise _error(text, start, start + len(key) + 1 + len(value),
+                     f"{key}={value!r} must be a positive integer")
+    return int(value)
+
+
+def _list_option(ms: ModelString, key: str, text: str) -> tuple[int, ...] | None:
+    value = ms.get(key)
+    if value is None:
+        return None
+    if not re.fullmatch(r"\d+(-\d+)*", value):
+        start = text.lower().find(f"{key}=")
+        raise _error(text, start, start + len(key) + 1 + len(value),
+                     f"{key}={value!r} must be positive integers joined by '-', e.g. 3-4-6-3")
+    return tuple(int(v) for v in value.split("-"))
+
+
+def _multipliers(group: str) -> tuple[int, ...]:
+    return tuple(int(v) for v in group.rstrip("x").split("x"))
+
+
+def _base_spec(ms: ModelString, text: str, m: int | None, depths, widths, kw) -> NetSpec:
+    name = ms.name
+    kw = dict(kw)
+    if widths is not None:
+        if name not in ("resnet18", "resnet34") or m is not None:
+            start = text.lower().find("widths=")
+            raise _error(text, start, start + 7 + len(ms.get("widths")),
+                         "widths= is accepted only by resnet18/resnet34 (custom ResNet widths) "
+                         "and not together with m=")
+        default = families.RESNET34_DEPTHS if name == "resnet34" else (2,) * len(widths)
+        return families.resnet(widths, depths or default, **kw)
+    if m is not None:
+        kw["m"] = m
+    if depths is not None:
+        kw["depths"] = depths
+    if name == "resnet18":
+        return families.resnet18(**kw)
+    if name == "resnet34":
+        return families.resnet34(**kw)
+    if name in ("resnet20", "resnet32", "resnet56"):
+        return families.cifar_resnet(int(name[6:]), **kw)
+    if name == "vgg16":
+        return families.vgg16(**kw)
+    if name in families.ADAPTED:
+        return families.adapted(name, **kw)
+    if match := _WRN.match(name):
+        return families.wide_resnet(int(match.group(1)), int(match.group(2)), **kw)
+    if match := _HRN.match(name):
+        return families.hrn(_multipliers(match.group(1)), **kw)
+    if match := _STAGECH.match(name):
+        multipliers = _multipliers(match.group(1))
+        if len(set(multipliers)) != 1:
+            raise _error(text, 0, len(name), "stagech-SxSxSx needs equal multipliers "
+                         "(use hrn-AxBxCx for different ones)")
+        kw.setdefault("depths", (2,) * (len(multipliers) + 1))
+        return families.stagech(multipliers[0], **kw)
+    raise _error(text, 0, len(name), f"unknown network name {name!r}; accepted: "
+                 + ", ".join(NAME_FORMS))
+
+
+def spec_from_model_string(text: str, dataset: str = "cifar100") -> NetSpec:
+    """Build the :class:`NetSpec` a model string names, for ``dataset``'s input shape.
+
+    Raises:
+      ModelStringError: the string is malformed (the message points at the bad part).
+      DescriptionError: the string parses but describes an invalid network.
+    """
+    ms = parse_model_string(text)
+    info = dataset_info(dataset)
+    m = _int_option(ms, "m", text)
+    reuse = _int_option(ms, "reuse", text)
+    classes = _int_option(ms, "classes", text)
+    depths = _list_option(ms, "depths", text)
+    widths = _list_option(ms, "widths", text)
+    kw = dict(input_size=info.input_size, classes=classes or info.classes,
+              reuse=reuse or 1, name=str(ms))
+    spec = _base_spec(ms, text, m, depths, widths, kw)
+    stage_sets = {}
+    for key, field in (("cull", "culled"), ("thin", "thinned")):
+        value = ms.get(key)
+        if value is None:
+            continue
+        try:
+            stage_sets[field] = frozenset(
+                parse_stage_name(tok, spec.num_stages) for tok in value.split("+"))
+        except DescriptionError as err:
+            start = text.lower().find(f"{key}=")
+            raise _error(text, start, start + len(key) + 1 + len(value), str(err)) from None
+    return spec.replace(name=str(ms), **stage_sets) if stage_sets else spec
+
+
+def model_string_with(text: str, **changes: str | None) -> str:
+    """Return ``text`` with options changed, e.g. ``model_string_with(s, thin="S2+S3")``."""
+    return str(parse_model_string(text).with_options(**changes))

@@ -1,0 +1,169 @@
+"""The declarative network description: the one place a network is defined.
+
+A :class:`NetSpec` states what a researcher chooses — block family, stem and stage widths,
+stage depths, input size, classes, and which ReLUs are culled, thinned or reused. Everything
+else (the layer list in :mod:`hybrenet_jax.architecture`, the analytic counts, the Flax model,
+the cost model and the export) is derived from it, so no two parts of the project describe a
+network separately.
+
+Stages are numbered from 1 (``S1``) as in the paper; the stem's ReLU belongs to Stage1.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Literal
+
+from hybrenet_jax.errors import DescriptionError
+
+Family = Literal["resnet", "wrn", "vgg"]
+FAMILIES: tuple[str, ...] = ("resnet", "wrn", "vgg")
+#: ReLU-reuse factors accepted (1 = no reuse; 2 = two-way split; >=4 = three-way split).
+REUSE_FACTORS: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64)
+
+
+def stage_name(stage: int) -> str:
+    """Return the paper's name of a 1-based stage index (``1`` -> ``"S1"``)."""
+    return f"S{stage}"
+
+
+def parse_stage_name(token: str, num_stages: int) -> int:
+    """Parse ``"S2"`` (case-insensitive) into ``2``, checking it exists in the network."""
+    accepted = ", ".join(stage_name(s) for s in range(1, num_stages + 1))
+    text = token.strip().upper()
+    if not (text.startswith("S") and text[1:].isdigit()):
+        raise DescriptionError(f"unknown stage name {token!r}; accepted: {accepted}")
+    stage = int(text[1:])
+    if not 1 <= stage <= num_stages:
+        raise DescriptionError(
+            f"stage {token!r} does not exist in a {num_stages}-stage network; accepted: {accepted}"
+        )
+    return stage
+
+
+@dataclasses.dataclass(frozen=True)
+class NetSpec:
+    """A complete, validated description of one network.
+
+    Attributes:
+      family: ``"resnet"`` (post-activation BasicBlocks: ResNet18/34/20/32/56, BaseCh, StageCh,
+        HRN, ConvNeXt-/RegNet-adapted), ``"wrn"`` (pre-activation WideResNet blocks with a final
+        BN-ReLU) or ``"vgg"`` (plain conv-BN-ReLU stacks, 2x2 average pool after each stage,
+        three fully connected layers).
+      stem_width: output channels of the 3x3 stem conv (``m`` for ResNets, 16 for WRN).
+        Unused by ``vgg`` (its first stage starts at the input).
+      widths: channels of each stage.
+      depths: blocks (layers for ``vgg``) per stage.
+      input_size: square input side (32 for CIFAR, 64 for TinyImageNet).
+      classes: number of output classes.
+      culled: stages whose ReLUs are all removed (Stage1 includes the stem ReLU).
+      thinned: stages that keep one ReLU per block (see :mod:`hybrenet_jax.architecture`).
+      reuse: ReLU-reuse factor N applied to every kept ReLU inside the stages (1 = off).
+      name: canonical model string this spec was built from (informational).
+      in_channels: input image channels.
+      head_width: hidden width of the VGG classifier (ignored by other families).
+    """
+
+    family: str
+    stem_width: int
+    widths: tuple[int, ...]
+    depths: tuple[int, ...]
+    input_size: int = 32
+    classes: int = 100
+    culled: frozenset[int] = frozenset()
+    thinned: frozenset[int] = frozenset()
+    reuse: int = 1
+    name: str = ""
+    in_channels: int = 3
+    head_width: int = 4096
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "widths", tuple(int(w) for w in self.widths))
+        object.__setattr__(self, "depths", tuple(int(d) for d in self.depths))
+        object.__setattr__(self, "culled", frozenset(int(s) for s in self.culled))
+        object.__setattr__(self, "thinned", frozenset(int(s) for s in self.thinned))
+        self._validate()
+
+    # -- validation --------------------------------------------------------------------------
+    def _validate(self) -> None:
+        if self.family not in FAMILIES:
+            raise DescriptionError(
+                f"family={self.family!r} is unknown; accepted: {', '.join(FAMILIES)}"
+            )
+        if not self.widths:
+            raise DescriptionError("widths must list at least one stage width")
+        if len(self.widths) != len(self.depths):
+            raise DescriptionError(
+                f"widths has {len(self.widths)} stages but depths has {len(self.depths)}; "
+                "give one depth per stage"
+            )
+        for i, w in enumerate(self.widths, start=1):
+            if w <= 0:
+                raise DescriptionError(f"widths[S{i}]={w}: stage widths must be positive integers")
+        for i, d in enumerate(self.depths, start=1):
+            if d <= 0:
+                raise DescriptionError(f"depths[S{i}]={d}: stage depths must be positive integers")
+        if self.family != "vgg" and self.stem_width <= 0:
+            raise DescriptionError(f"stem_width={self.stem_width}: must be a positive integer")
+        for field, value in (("classes", self.classes), ("in_channels", self.in_channels),
+                             ("head_width", self.head_width)):
+            if value <= 0:
+                raise DescriptionError(f"{field}={value}: must be a positive integer")
+        factor = 2 ** self.num_downsamples
+        if self.input_size <= 0 or self.input_size % factor:
+            raise DescriptionError(
+                f"input_size={self.input_size}: a {self.family} network with {self.num_stages} "
+                f"stages halves the resolution {self.num_downsamples} times, so the input size "
+                f"must be a positive multiple of {factor}"
+            )
+        for field in ("culled", "thinned"):
+            bad = sorted(s for s in getattr(self, field) if not 1 <= s <= self.num_stages)
+            if bad:
+                accepted = ", ".join(stage_name(s) for s in range(1, self.num_stages + 1))
+                raise DescriptionError(
+                    f"{field} names stage(s) {', '.join(stage_name(s) for s in bad)} that do not "
+                    f"exist; accepted: {accepted}"
+                )
+        both = sorted(self.culled & self.thinned)
+        if both:
+            raise DescriptionError(
+                f"stage(s) {', '.join(stage_name(s) for s in both)} are both culled and thinned; "
+                "a culled stage has no ReLUs left to thin"
+            )
+        if self.reuse not in REUSE_FACTORS:
+            raise DescriptionError(
+                f"reuse={self.reuse}: accepted ReLU-reuse factors are "
+                f"{', '.join(str(r) for r in REUSE_FACTORS)}"
+            )
+        if self.reuse > 1 and self.family == "wrn":
+            raise DescriptionError(
+                "reuse: ReLU-reuse is defined for conv-BN-ReLU layers (families resnet and vgg); "
+                "pre-activation WideResNet blocks are not supported"
+            )
+
+    # -- derived facts -----------------------------------------------------------------------
+    @property
+    def num_stages(self) -> int:
+        """Number of stages."""
+        return len(self.widths)
+
+    @property
+    def num_downsamples(self) -> int:
+        """How many times the spatial resolution is halved before the head."""
+        if self.family == "vgg":
+            return self.num_stages  # a 2x2 pool after every stage
+        return self.num_stages - 1  # first block of stages 2.. has stride 2
+
+    def stage_input_size(self, stage: int) -> int:
+        """Spatial side of the feature maps computed inside ``stage`` (1-based)."""
+        return self.input_size >> (stage - 1)
+
+    def replace(self, **changes) -> "NetSpec":
+        """Return a validated copy with ``changes`` applied (``name`` is cleared unless given)."""
+        changes.setdefault("name", "")
+        return dataclasses.replace(self, **changes)
+
+    @property
+    def stages(self) -> tuple[str, ...]:
+        """Stage names ``("S1", "S2", ...)``."""
+        return tuple(stage_name(s) for s in range(1, self.num_stages + 1))
