@@ -140,6 +140,11 @@ class NetSpec:
                 "reuse: ReLU-reuse is defined for conv-BN-ReLU layers (families resnet and vgg); "
                 "pre-activation WideResNet blocks are not supported"
             )
+        if self.reuse > 1:
+            # Divisibility depends on which layers keep ReLUs: expanding checks every one.
+            from hybrenet_jax.architecture import expand  # noqa: PLC0415 (import cycle)
+
+            expand(self)
 
     # -- derived facts -----------------------------------------------------------------------
     @property
