@@ -169,21 +169,22 @@ def spec_from_model_string(text: str, dataset: str = "cifar100") -> NetSpec:
     classes = _int_option(ms, "classes", text)
     depths = _list_option(ms, "depths", text)
     widths = _list_option(ms, "widths", text)
-    kw = dict(input_size=info.input_size, classes=classes or info.classes,
-              reuse=reuse or 1, name=str(ms))
+    kw = dict(input_size=info.input_size, classes=classes or info.classes, name=str(ms))
     spec = _base_spec(ms, text, m, depths, widths, kw)
-    stage_sets = {}
+    # ReLU options go in together: whether a reuse factor divides a width depends on which
+    # stages keep their ReLUs.
+    relu_options: dict = {"reuse": reuse or 1}
     for key, field in (("cull", "culled"), ("thin", "thinned")):
         value = ms.get(key)
         if value is None:
             continue
         try:
-            stage_sets[field] = frozenset(
+            relu_options[field] = frozenset(
                 parse_stage_name(tok, spec.num_stages) for tok in value.split("+"))
         except DescriptionError as err:
             start = text.lower().find(f"{key}=")
             raise _error(text, start, start + len(key) + 1 + len(value), str(err)) from None
-    return spec.replace(name=str(ms), **stage_sets) if stage_sets else spec
+    return spec.replace(name=str(ms), **relu_options)
 
 
 def model_string_with(text: str, **changes: str | None) -> str:

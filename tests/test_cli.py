@@ -120,3 +120,23 @@ def test_module_entry_point_error_exit_code():
                           env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert "does not exist in a 4-stage network" in proc.stderr
+
+
+def test_count_measure_adds_traced_counts(capsys):
+    code, out, _ = run_cli(capsys, "count", "hrn-2x5x3x:cull=S1,thin=S2+S3+S4,reuse=4",
+                           "--measure", "--json")
+    assert code == 0
+    (rec,) = json_lines(out)
+    assert rec["measured_relus"] == rec["relus"] == 13_056
+    assert rec["measured_macs"] == rec["macs"] and rec["measured_params"] == rec["params"]
+
+
+def test_summary_lists_layers_with_relu_states(capsys):
+    code, out, _ = run_cli(capsys, "summary", "resnet20:thin=S1", "--relus-only", "--json")
+    assert code == 0
+    rows = json_lines(out)
+    assert rows[0]["layer"] == "stem_relu" and rows[0]["state"] == "thinned"
+    assert sum(r["relus"] for r in rows) == 16_384 * 3 + 81_920 + 40_960
+    code, out, _ = run_cli(capsys, "summary", "hrn-2x5x3x:cull=S1,thin=S2+S3+S4,reuse=4")
+    assert "Re2-4" in out and "culled" in out and "kept (1/4)" in out
+    assert "13,056 ReLUs kept" in out

@@ -9,7 +9,7 @@ def format_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> st
     """Render rows under headers; text left-aligned, numbers right-aligned."""
     cells = [[str(h) for h in headers]] + [[str(c) for c in row] for row in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
-    numeric = [all(_is_number(r[i]) for r in cells[1:]) and len(cells) > 1
+    numeric = [any(r[i] for r in cells[1:]) and all(_is_number(r[i]) for r in cells[1:] if r[i])
                for i in range(len(headers))]
 
     def line(row: Sequence[str]) -> str:

@@ -23,17 +23,27 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dataset", default="cifar100", choices=sorted(DATASETS),
                    help="input size and class count (default: cifar100)")
     p.add_argument("--json", action="store_true", help="one JSON object per line per model")
+    p.add_argument("--measure", action="store_true",
+                   help="also trace the real Flax model and report measured_relus, "
+                        "measured_macs, measured_params (must equal the analytic counts)")
     p.set_defaults(func=run)
 
 
-def count_record(model: str, dataset: str) -> dict:
+def count_record(model: str, dataset: str, measure: bool = False) -> dict:
     """The JSON record ``hybrenet count --json`` prints for one model."""
     spec = spec_from_model_string(model, dataset)
-    return {"model": model, "dataset": dataset, **count(spec).as_dict()}
+    record = {"model": model, "dataset": dataset, **count(spec).as_dict()}
+    if measure:
+        from hybrenet_jax.trace import measure as trace_measure  # imports JAX: only on demand
+
+        record.update(trace_measure(spec).as_dict())
+    return record
 
 
 def run(args: argparse.Namespace) -> int:
-    records = [count_record(m, args.dataset) for m in args.models]  # validate all first
+    for model in args.models:  # fail fast on a bad string before any (slow) tracing
+        spec_from_model_string(model, args.dataset)
+    records = [count_record(m, args.dataset, args.measure) for m in args.models]
     if args.json:
         for r in records:
             print(json.dumps(r))
@@ -41,7 +51,15 @@ def run(args: argparse.Namespace) -> int:
     rows = [(r["model"], f"{r['relus'] / 1e3:,.2f}", share_text(r["stage_relu_share"]),
              f"{r['flops'] / 1e6:,.2f}", f"{r['macs'] / 1e6:,.2f}", f"{r['params'] / 1e6:,.3f}")
             for r in records]
+    headers = ["model", "ReLUs (K)", "ReLU share per stage %", "FLOPs (M)", "MACs (M)",
+               "params (M)"]
+    if args.measure:
+        headers.append("traced == analytic")
+        rows = [(*row, "yes" if _agrees(r) else "NO") for row, r in zip(rows, records)]
     print(f"dataset: {args.dataset}")
-    print(format_table(("model", "ReLUs (K)", "ReLU share per stage %", "FLOPs (M)",
-                        "MACs (M)", "params (M)"), rows))
-    return 0
+    print(format_table(headers, rows))
+    return 0 if not args.measure or all(_agrees(r) for r in records) else 1
+
+
+def _agrees(record: dict) -> bool:
+    return all(record[f"measured_{k}"] == record[k] for k in ("relus", "macs", "params"))
