@@ -136,7 +136,7 @@ def test_summary_lists_layers_with_relu_states(capsys):
     assert code == 0
     rows = json_lines(out)
     assert rows[0]["layer"] == "stem_relu" and rows[0]["state"] == "thinned"
-    assert sum(r["relus"] for r in rows) == 16_384 * 3 + 81_920 + 40_960
+    assert sum(r["relus"] for r in rows) == 16_384 * 3 + 49_152 + 24_576
     code, out, _ = run_cli(capsys, "summary", "hrn-2x5x3x:cull=S1,thin=S2+S3+S4,reuse=4")
     assert "Re2-4" in out and "culled" in out and "kept (1/4)" in out
     assert "13,056 ReLUs kept" in out

@@ -15,7 +15,7 @@ from typing import Sequence
 from hybrenet_jax.errors import HybrenetError
 
 #: Verb modules in the order ``--help`` lists them.
-VERBS: tuple[str, ...] = ("count", "design", "plan")
+VERBS: tuple[str, ...] = ("count", "summary", "design", "plan", "cost", "pareto", "plot_distribution")
 
 EPILOG = """examples:
   hybrenet count resnet18 hrn-5x5x3x wrn22x8
@@ -24,6 +24,11 @@ EPILOG = """examples:
   hybrenet design --depths 3-4-6-3 --order S3,S2,S4,S1 --json
   hybrenet design --depths 2-2-2-2 --order S3,S2,S4,S1 --by depth
   hybrenet plan hrn-2x5x3x
+  hybrenet cost resnet18 hrn-5x5x3x --threads 4 --json
+  hybrenet pareto runs/*/results.jsonl --out reports/pareto
+  hybrenet plot-distribution resnet18 hrn-5x5x3x --out dist.png --order S3,S2,S4,S1
+  hybrenet summary "hrn-2x5x3x:cull=S1,thin=S2+S3+S4,reuse=4" --relus-only
+  hybrenet count resnet18 --measure
 
 model strings: NAME[:key=value,...]
   NAME  resnet18 resnet34 resnet20 resnet32 resnet56 wrnDxK vgg16 hrn-AxBxCx stagech-SxSxSx

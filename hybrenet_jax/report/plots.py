@@ -1,0 +1,89 @@
+"""Matplotlib (Agg canvas, no pyplot state) plots of accuracy-vs-cost frontiers."""
+
+from __future__ import annotations
+
+import pathlib
+from typing import Mapping, Sequence
+
+from hybrenet_jax.report.frontier import Metric, costed, pareto_front
+from hybrenet_jax.report.points import OURS, Point
+
+#: One panel per dataset, this many inches each, saved at DPI (so the PNG size is exact).
+PANEL_INCHES = (6.4, 4.8)
+DPI = 100
+
+_COLORS = {OURS: "black", "HybReNet": "tab:red", "SNL": "tab:blue", "SENet": "tab:green",
+           "SNL+Thinning": "tab:purple", "ConvNeXt": "tab:orange"}
+_MARKERS = {OURS: "*", "HybReNet": "o", "SNL": "s", "SENet": "^", "SNL+Thinning": "D",
+            "ConvNeXt": "v"}
+_SPARE_COLORS = ("tab:brown", "tab:pink", "tab:olive", "tab:cyan", "tab:gray")
+
+
+def figure_pixels(panels: int) -> tuple[int, int]:
+    """PNG width and height in pixels of a figure with ``panels`` side-by-side panels."""
+    return round(PANEL_INCHES[0] * panels * DPI), round(PANEL_INCHES[1] * DPI)
+
+
+def new_figure(width_in: float, height_in: float):
+    """A matplotlib Figure drawn by the Agg canvas (no global backend switch)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width_in, height_in), dpi=DPI, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _style(method: str, spare: dict[str, str]) -> tuple[str, str]:
+    if method not in _COLORS and method not in spare:
+        spare[method] = _SPARE_COLORS[len(spare) % len(_SPARE_COLORS)]
+    return _COLORS.get(method) or spare[method], _MARKERS.get(method, "P")
+
+
+def _log_x(ax) -> None:
+    """Log x axis labelled at 1-2-5 steps in plain numbers (no crowded minor labels)."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    ax.set_xscale("log")
+    ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:g}"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+
+
+def plot_metric(points: Sequence[Point], metric: Metric, path: str | pathlib.Path,
+                subjects: Mapping[str, str] | None = None) -> pathlib.Path:
+    """Accuracy vs ``metric`` (log x), one panel per dataset: every method's points and its
+    frontier line; the subject method of each dataset (``subjects``) is drawn on top."""
+    datasets = sorted({p.dataset for p in points}) or ["(no points)"]
+    fig = new_figure(PANEL_INCHES[0] * len(datasets), PANEL_INCHES[1])
+    axes = fig.subplots(1, len(datasets), squeeze=False)[0]
+    spare: dict[str, str] = {}
+    for ax, dataset in zip(axes, datasets):
+        subject = (subjects or {}).get(dataset)
+        group = costed([p for p in points if p.dataset == dataset], metric)
+        methods = sorted({p.method for p in group}, key=lambda m: (m == subject, m))
+        for method in methods:
+            mine = [p for p in group if p.method == method]
+            color, marker = _style(method, spare)
+            emphasis = method == subject
+            ax.scatter([metric.get(p) / metric.scale for p in mine],
+                       [p.accuracy for p in mine], color=color, marker=marker,
+                       s=90 if emphasis else 30, alpha=0.9, zorder=3 if emphasis else 2,
+                       label=method + (" (frontier compared)" if emphasis else ""))
+            front = pareto_front(mine, metric)
+            ax.plot([metric.get(p) / metric.scale for p in front],
+                    [p.accuracy for p in front], color=color,
+                    linewidth=2.2 if emphasis else 1.0, zorder=3 if emphasis else 1)
+        if group:
+            _log_x(ax)
+            ax.legend(fontsize="small", loc="lower right")
+        else:
+            ax.text(0.5, 0.5, f"no points with {metric.key}", ha="center", va="center",
+                    transform=ax.transAxes)
+        ax.set_xlabel(metric.label)
+        ax.set_ylabel("top-1 accuracy (%)")
+        ax.set_title(dataset)
+        ax.grid(True, which="both", alpha=0.3)
+    path = pathlib.Path(path)
+    fig.savefig(path, dpi=DPI)
+    return path

@@ -1,0 +1,244 @@
+"""Accuracy/cost points for Pareto reports: our ``results.jsonl`` files and published rows.
+
+Our results: one JSON object per line with ``model`` (model string), ``dataset``, ``relus``,
+``flops``, ``accuracy`` (percent, or a fraction <= 1) or ``test_accuracy`` (fraction), and
+optionally ``distill`` and ``latency_seconds``. Lines that do not parse are returned as
+problems (``path:line: reason``) and skipped; the good lines are kept.
+
+Published rows: ``published_points.csv`` (``#`` comment lines, then ``dataset, method,
+backbone, config, relus_k, flops_m, acc, distill``). A row's network is turned into a model
+string when its backbone/config can be read (HybReNet and ConvNeXt rows; SNL/SENet rows keep
+every linear layer of their backbone); otherwise ``model`` is ``None``.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import math
+import pathlib
+import re
+from typing import Iterable
+
+from hybrenet_jax.counts import count
+from hybrenet_jax.dataset_info import DATASETS
+from hybrenet_jax.errors import HybrenetError
+from hybrenet_jax.model_string import spec_from_model_string
+
+OURS = "ours"
+PUBLISHED = "published"
+PUBLISHED_COLUMNS = ("dataset", "method", "backbone", "config", "relus_k", "flops_m", "acc",
+                     "distill")
+#: A model string built for a published row must reproduce its FLOPs this closely (our Re2
+#: FLOPs convention differs from the paper's ResNet18 Re2 rows by up to ~9%).
+FLOPS_TOLERANCE = 0.10
+
+
+class ReportError(HybrenetError):
+    """Bad input to a report (missing file, no usable points, bad option)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Point:
+    """One trained network: its costs and accuracy (percent)."""
+
+    dataset: str
+    source: str  # OURS or PUBLISHED
+    method: str
+    label: str
+    model: str | None
+    distill: str
+    relus: float
+    flops: float
+    accuracy: float
+    latency_seconds: float | None = None
+    latency_source: str = ""
+    origin: str = ""
+
+
+def _number(value, field: str, minimum: float = 0.0, strict: bool = False) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"{field}={value!r} is not a number")
+    if value < minimum or (strict and value == minimum):
+        raise ValueError(f"{field}={value!r} must be {'>' if strict else '>='} {minimum:g}")
+    return float(value)
+
+
+def accuracy_percent(value, field: str) -> float:
+    """Accuracy as a percentage: values <= 1 are read as fractions, others as percent."""
+    acc = _number(value, field)
+    acc = acc * 100 if acc <= 1 else acc
+    if acc > 100:
+        raise ValueError(f"{field}={value!r} is above 100%; give percent (0-100) or a fraction")
+    return acc
+
+
+def point_from_record(rec: object, origin: str) -> Point:
+    """Validate one results.jsonl object and turn it into a :class:`Point` (ValueError if bad)."""
+    if not isinstance(rec, dict):
+        raise ValueError(f"expected a JSON object, got {type(rec).__name__}")
+    model = rec.get("model")
+    if not isinstance(model, str) or not model.strip():
+        raise ValueError("missing 'model' (a model string such as hrn-2x5x3x:m=16)")
+    dataset = rec.get("dataset")
+    if dataset not in DATASETS:
+        raise ValueError(f"dataset={dataset!r} is missing or unknown; accepted: "
+                         + ", ".join(DATASETS))
+    for key in ("relus", "flops"):
+        if key not in rec:
+            raise ValueError(f"missing {key!r}")
+    if "accuracy" in rec:
+        acc = accuracy_percent(rec["accuracy"], "accuracy")
+    elif "test_accuracy" in rec:
+        acc = accuracy_percent(rec["test_accuracy"], "test_accuracy")
+    else:
+        raise ValueError("missing 'accuracy' (percent or fraction) or 'test_accuracy'")
+    latency = rec.get("latency_seconds")
+    if latency is not None:
+        latency = _number(latency, "latency_seconds", strict=True)
+    distill = rec.get("distill")
+    if distill is not None and not isinstance(distill, str):
+        raise ValueError(f"distill={distill!r} must be a string such as KD or DKD")
+    return Point(dataset=dataset, source=OURS, method=OURS, label=model.strip(),
+                 model=model.strip(), distill=distill or "-",
+                 relus=_number(rec["relus"], "relus"),
+                 flops=_number(rec["flops"], "flops", strict=True), accuracy=acc,
+                 latency_seconds=latency, latency_source="given" if latency else "",
+                 origin=origin)
+
+
+def load_results(paths: Iterable[str | pathlib.Path]) -> tuple[list[Point], list[str]]:
+    """Points of every good line of ``paths``, and one ``path:line: reason`` per bad line."""
+    points, problems = [], []
+    for path in map(pathlib.Path, paths):
+        try:
+            text = path.read_text()
+        except OSError as err:
+            raise ReportError(f"cannot read results file {path}: {err.strerror or err}") from None
+        for number, line in enumerate(text.splitlines(), start=1):
+            if not line.strip():
+                continue
+            origin = f"{path}:{number}"
+            try:
+                points.append(point_from_record(json.loads(line), origin))
+            except json.JSONDecodeError as err:
+                problems.append(f"{origin}: not valid JSON ({err.msg})")
+            except ValueError as err:
+                problems.append(f"{origin}: {err}")
+    return points, problems
+
+
+_HRN = re.compile(r"^hrn-(\d+(?:x\d+)*x)\s*(?:m\s*=\s*(\d+))?$", re.I)
+#: Configs of rows whose ReLUs were pruned by mask search, all convs of the backbone kept.
+_BACKBONE_ONLY = ("-", "", "vanilla", "thinned then snl")
+_STAGES = re.compile(r"^S(\d)(?:\s*-\s*S(\d))?$", re.I)
+
+
+def _stage_list(text: str) -> str:
+    """``S2-S4`` -> ``S2+S3+S4``; ``S2+S3+S4`` stays; raises ValueError otherwise."""
+    stages: list[int] = []
+    for part in text.split("+"):
+        match = _STAGES.match(part.strip())
+        if not match:
+            raise ValueError(f"cannot read stages {text!r}")
+        lo = int(match.group(1))
+        hi = int(match.group(2) or lo)
+        stages.extend(range(lo, hi + 1))
+    return "+".join(f"S{s}" for s in stages)
+
+
+def published_model_string(backbone: str, config: str) -> str | None:
+    """The model string of a published row's network, or ``None`` if it cannot be read.
+
+    SNL/SENet-style rows (config ``-``, ``vanilla``, ``thinned then SNL``) map to their plain
+    backbone: ReLU pruning keeps every conv, so the backbone's linear layers are the HE cost.
+    """
+    name = backbone.strip().lower()
+    depths = {"resnet18": None, "resnet34": "3-4-6-3"}
+    options: dict[str, str] = {}
+    parts = [p.strip() for p in config.split(";") if p.strip()]
+    if parts and (match := _HRN.match(parts[0])):
+        if name not in depths:
+            return None
+        net = f"hrn-{match.group(1)}"
+        if match.group(2):
+            options["m"] = match.group(2)
+        if depths[name]:
+            options["depths"] = depths[name]
+        parts = parts[1:]
+    elif config.strip().lower() in _BACKBONE_ONLY:
+        plain = name in ("resnet18", "resnet34") or re.fullmatch(r"wrn\d+x\d+", name)
+        return name if plain else None
+    elif name.startswith("convnext-"):
+        net = name
+    else:
+        return None
+    try:
+        for part in parts:
+            words = part.split()
+            if words[-1].lower() in ("culled", "thinned") and len(words) == 2:
+                key = "cull" if words[-1].lower() == "culled" else "thin"
+                options[key] = _stage_list(words[0])
+            elif len(words) == 2 and words[0].lower() == "re2" and words[1].isdigit():
+                options["reuse"] = words[1]
+            else:
+                return None
+    except ValueError:
+        return None
+    order = ("m", "depths", "cull", "thin", "reuse")
+    opts = ",".join(f"{k}={options[k]}" for k in order if k in options)
+    return f"{net}:{opts}" if opts else net
+
+
+def _checked_model(backbone: str, config: str, dataset: str, flops: float) -> str | None:
+    """:func:`published_model_string`, kept only if it parses and reproduces the row's FLOPs."""
+    model = published_model_string(backbone, config)
+    if model is None or dataset not in DATASETS:
+        return None
+    try:
+        counted = count(spec_from_model_string(model, dataset)).flops
+    except HybrenetError:
+        return None
+    return model if abs(counted - flops) <= FLOPS_TOLERANCE * flops else None
+
+
+def load_published(path: str | pathlib.Path) -> tuple[list[Point], list[str]]:
+    """Points of ``published_points.csv`` and one ``path:line: reason`` per bad row."""
+    path = pathlib.Path(path)
+    try:
+        lines = path.read_text().splitlines()
+    except OSError as err:
+        raise ReportError(f"cannot read published points {path}: {err.strerror or err}; pass "
+                          "--published PATH or --no-published") from None
+    numbered = [(n, line) for n, line in enumerate(lines, start=1)
+                if line.strip() and not line.lstrip().startswith("#")]
+    if not numbered:
+        raise ReportError(f"{path} holds no data rows")
+    reader = csv.reader(line for _, line in numbered)
+    header = [h.strip() for h in next(reader)]
+    missing = [c for c in PUBLISHED_COLUMNS if c not in header]
+    if missing:
+        raise ReportError(f"{path}: header lacks column(s) {', '.join(missing)}; expected "
+                          + ",".join(PUBLISHED_COLUMNS))
+    points, problems = [], []
+    for (number, _), row in zip(numbered[1:], reader):
+        origin = f"{path}:{number}"
+        rec = dict(zip(header, (c.strip() for c in row)))
+        try:
+            if len(row) != len(header):
+                raise ValueError(f"expected {len(header)} columns, got {len(row)}")
+            relus = _number(float(rec["relus_k"]), "relus_k") * 1e3
+            flops = _number(float(rec["flops_m"]), "flops_m", strict=True) * 1e6
+            acc = accuracy_percent(float(rec["acc"]), "acc")
+        except ValueError as err:
+            problems.append(f"{origin}: {err}")
+            continue
+        dataset = rec["dataset"].lower()
+        label = rec["backbone"] + ("" if rec["config"] in ("-", "") else f" {rec['config']}")
+        points.append(Point(
+            dataset=dataset, source=PUBLISHED, method=rec["method"], label=label,
+            model=_checked_model(rec["backbone"], rec["config"], dataset, flops),
+            distill=rec["distill"] or "-", relus=relus, flops=flops, accuracy=acc,
+            origin=origin))
+    return points, problems
