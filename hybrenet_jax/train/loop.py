@@ -1,0 +1,378 @@
+"""``train_and_evaluate(config, workdir)``: the training loop every entry point calls.
+
+Sections: setup (mesh, data, model, optimizer) -> resume (latest intact checkpoint) -> loop
+(jitted donated steps, periodic eval/checkpoints, metrics, progress bar, SIGTERM = save and
+exit) -> summary.json. Runs unchanged on 1 CPU, N simulated CPU devices and multi-host pods:
+the batch is sharded over the mesh's ``data`` axis, params are replicated, and every process
+takes the same loop decisions.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import os
+import pathlib
+import signal
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from tqdm.auto import tqdm
+
+from hybrenet_jax import data as data_lib
+from hybrenet_jax.counts import count
+from hybrenet_jax.errors import HybrenetError
+from hybrenet_jax.model_string import spec_from_model_string
+from hybrenet_jax.models import build_model, input_shape
+from hybrenet_jax.train.checkpoint import Checkpointer, CheckpointError, load_variables
+from hybrenet_jax.train.metrics import MetricWriter
+from hybrenet_jax.train.state import (create_state, learning_rate_schedule, make_optimizer,
+                                      params_digest)
+from hybrenet_jax.train.steps import (LossConfig, Teacher, make_eval_step, make_train_step,
+                                      replicated)
+
+log = logging.getLogger(__name__)
+
+
+class TrainingError(HybrenetError):
+    """A run cannot start or continue (bad config, diverged loss, unwritable workdir)."""
+
+
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+DISTILL = ("none", "kd", "dkd")
+
+
+# -- setup helpers --------------------------------------------------------------------------
+def make_mesh(model_axis: int = 1) -> jax.sharding.Mesh:
+    """A ``(data, model)`` mesh over all devices; the model axis is reserved (size 1 today)."""
+    n = jax.device_count()
+    if model_axis < 1 or n % model_axis:
+        raise TrainingError(f"mesh_model_axis={model_axis} must divide the {n} devices")
+    return jax.make_mesh((n // model_axis, model_axis), ("data", "model"))
+
+
+def resolve_steps(config: ml_collections.ConfigDict, steps_per_epoch: int) -> dict[str, int]:
+    """Durations in steps, resolved at run time (``total_steps > 0`` overrides epochs)."""
+    total = config.total_steps if config.total_steps > 0 else config.num_epochs * steps_per_epoch
+    if total <= 0:
+        raise TrainingError("nothing to train: set num_epochs > 0 or total_steps > 0")
+
+    def every(value: int) -> int:
+        return value if value > 0 else steps_per_epoch
+
+    return {
+        "total": int(total),
+        "eval_every": every(config.eval_every_steps),
+        "checkpoint_every": every(config.checkpoint_every_steps),
+        "log_every": max(1, min(config.log_every_steps, steps_per_epoch)),
+        "warmup": int(round(config.warmup_epochs * steps_per_epoch)),
+        "dkd_warmup": int(round(config.distill.dkd_warmup_epochs * steps_per_epoch)),
+    }
+
+
+def _check_config(config: ml_collections.ConfigDict) -> None:
+    if config.dtype not in DTYPES:
+        raise TrainingError(f"dtype={config.dtype!r}; accepted: {', '.join(DTYPES)}")
+    if config.distill.kind not in DISTILL:
+        raise TrainingError(f"distill.kind={config.distill.kind!r}; accepted: "
+                            f"{', '.join(DISTILL)}")
+    if config.distill.kind != "none" and not config.distill.teacher_workdir:
+        raise TrainingError(f"distill.kind={config.distill.kind!r} needs "
+                            "distill.teacher_workdir (a finished run of ours)")
+    if config.batch_size <= 0:
+        raise TrainingError(f"batch_size={config.batch_size} must be positive")
+    devices = jax.device_count() // config.mesh_model_axis
+    if config.batch_size % devices:
+        raise TrainingError(f"batch_size={config.batch_size} must be divisible by the {devices} "
+                            "devices of the data axis")
+
+
+def _prepare_workdir(workdir: str | os.PathLike) -> pathlib.Path:
+    path = pathlib.Path(workdir)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / ".write_test"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as err:
+        raise TrainingError(f"workdir {path} is not writable: {err.strerror or err}") from None
+    return path
+
+
+def load_teacher(config: ml_collections.ConfigDict, dataset: str, mesh) -> Teacher:
+    """The frozen teacher of a KD/DKD run, from one of our run directories."""
+    tdir = config.distill.teacher_workdir
+    variables, meta = load_variables(tdir, config.distill.teacher_checkpoint)
+    model_string = config.distill.teacher_model or meta.get("model")
+    if not model_string:
+        raise CheckpointError(f"teacher checkpoint in {tdir} does not record its model string; "
+                              "set distill.teacher_model")
+    spec = spec_from_model_string(model_string, dataset)
+    teacher = build_model(spec, DTYPES[config.dtype])
+    expected = jax.eval_shape(teacher.init, jax.random.PRNGKey(0),
+                              jnp.zeros(input_shape(spec, 1)))
+    check_variables_match(expected, variables, f"teacher checkpoint in {tdir}", model_string)
+    variables = jax.device_put(variables, replicated(mesh))
+    return Teacher(teacher, variables)
+
+
+def check_variables_match(expected: Any, variables: Any, what: str, model: str) -> None:
+    """Raise a clear error when loaded variables do not fit a model's parameter tree."""
+    exp = {jax.tree_util.keystr(p): tuple(x.shape)
+           for p, x in jax.tree_util.tree_flatten_with_path(
+               {"params": expected["params"], "batch_stats": expected.get("batch_stats", {})})[0]}
+    got = {jax.tree_util.keystr(p): tuple(np.shape(x))
+           for p, x in jax.tree_util.tree_flatten_with_path(variables)[0]}
+    missing = sorted(set(exp) - set(got))
+    extra = sorted(set(got) - set(exp))
+    wrong = sorted(k for k in set(exp) & set(got) if exp[k] != got[k])
+    if missing or extra or wrong:
+        details = []
+        if missing:
+            details.append(f"missing {len(missing)} (e.g. {missing[0]})")
+        if extra:
+            details.append(f"unexpected {len(extra)} (e.g. {extra[0]})")
+        if wrong:
+            k = wrong[0]
+            details.append(f"{len(wrong)} with wrong shapes (e.g. {k}: {got[k]} vs {exp[k]})")
+        raise CheckpointError(f"{what} does not match model {model!r}: " + "; ".join(details))
+
+
+class _Preemption:
+    """Turns SIGTERM into a flag the loop checks after every step."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous = None
+
+    def __enter__(self) -> "_Preemption":
+        try:
+            self._previous = signal.signal(signal.SIGTERM, self._handle)
+        except ValueError:  # not in the main thread: no signal handling
+            self._previous = None
+        return self
+
+    def _handle(self, signum, frame) -> None:  # noqa: ARG002
+        self.requested = True
+
+    def __exit__(self, *exc) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+
+
+class _ThroughputTimer:
+    """Training images per second, excluding the compiling first step, evals and saves."""
+
+    def __init__(self) -> None:
+        self.images = 0
+        self.seconds = 0.0
+        self._since: float | None = None
+
+    def start(self, state) -> None:
+        jax.block_until_ready(state)
+        self._since = time.perf_counter()
+
+    def count(self, images: int) -> None:
+        if self._since is not None:
+            self.images += images
+
+    def stop(self, state) -> None:
+        if self._since is not None:
+            jax.block_until_ready(state)
+            self.seconds += time.perf_counter() - self._since
+            self._since = None
+
+    @contextlib.contextmanager
+    def paused(self, state):
+        running = self._since is not None
+        if running:
+            self.stop(state)
+        try:
+            yield
+        finally:
+            if running:
+                self._since = time.perf_counter()
+
+    def images_per_second(self) -> float | None:
+        return self.images / self.seconds if self.seconds > 0 and self.images else None
+
+
+def _log_train(writer: MetricWriter, bar, metrics: dict, step: int, spe: int,
+               workdir: pathlib.Path) -> None:
+    if not all(math.isfinite(float(v)) for v in metrics.values()):
+        raise TrainingError(
+            f"non-finite training metrics at step {step} (loss={float(metrics['loss'])}); "
+            f"the run stopped and the last checkpoint in {workdir}/checkpoints is intact")
+    writer.write(step, "train", {**metrics, "epoch": step / spe})
+    bar.set_postfix(loss=f"{float(metrics['loss']):.3f}", acc=f"{float(metrics['accuracy']):.3f}",
+                    lr=f"{float(metrics['lr']):.4f}")
+
+
+def evaluate(eval_step, variables, test, batch_size: int, mesh) -> dict[str, float]:
+    """Exact metrics over the whole eval split (padded last batch, masked)."""
+    sums = None
+    batches = data_lib.eval_batches(test, batch_size, process_index=jax.process_index(),
+                                    process_count=jax.process_count())
+    for batch in batches:
+        out = eval_step(variables, data_lib.shard_batch(batch, mesh))
+        sums = out if sums is None else jax.tree.map(jnp.add, sums, out)
+    sums = jax.device_get(sums)
+    n = float(sums["count"])
+    return {"loss": float(sums["loss"]) / n, "accuracy": float(sums["top1"]) / n,
+            "top5": float(sums["top5"]) / n, "examples": n}
+
+
+# -- the loop -------------------------------------------------------------------------------
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict:
+    """Train ``config.model`` on ``config.dataset``, resuming from ``workdir`` if possible.
+
+    Returns the summary dict that is also written to ``workdir/summary.json`` (or, when
+    preempted by SIGTERM, ``{"preempted": True, "step": ...}`` after saving a checkpoint).
+    """
+    wall_start = time.time()
+    _check_config(config)
+    workdir = _prepare_workdir(workdir)
+    main_process = jax.process_index() == 0
+    mesh = make_mesh(config.mesh_model_axis)
+
+    spec = spec_from_model_string(config.model, config.dataset)
+    train = data_lib.load_dataset(config.dataset, "train", config.data_dir or None,
+                                  config.manual_dir or None)
+    test = data_lib.load_dataset(config.dataset, data_lib.eval_split(config.dataset),
+                                 config.data_dir or None, config.manual_dir or None)
+    if train.num_classes != spec.classes:
+        raise TrainingError(f"model {config.model!r} has {spec.classes} classes but "
+                            f"{config.dataset} has {train.num_classes}")
+    spe = data_lib.steps_per_epoch(len(train), config.batch_size)
+    if spe == 0:
+        raise TrainingError(f"batch_size={config.batch_size} exceeds the {len(train)} "
+                            f"training examples of {config.dataset}")
+    steps = resolve_steps(config, spe)
+
+    schedule = learning_rate_schedule(config.learning_rate, steps["total"], steps["warmup"],
+                                      config.lr_schedule)
+    optimizer = make_optimizer(schedule, config.momentum, config.weight_decay,
+                               config.nesterov, config.optimizer)
+    model = build_model(spec, DTYPES[config.dtype])
+    rep = replicated(mesh)
+
+    def init(rng):
+        return create_state(model.init(rng, jnp.zeros(input_shape(spec, 1))), optimizer)
+
+    rng = jax.random.PRNGKey(config.seed)
+    abstract = jax.eval_shape(init, rng)
+    abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=rep),
+                            abstract)
+    checkpointer = Checkpointer(workdir, config.checkpoint_keep, config.checkpoint_keep_best,
+                                config.async_checkpointing)
+    restored = checkpointer.restore_latest(abstract)
+    if restored is not None:
+        state, meta = restored
+        if meta.get("model") not in (None, config.model):
+            raise CheckpointError(f"workdir {workdir} holds a run of {meta.get('model')!r}, "
+                                  f"not {config.model!r}: use another workdir")
+        log.info("resumed from step %d in %s", int(state.step), workdir)
+    else:
+        state = jax.jit(init, out_shardings=rep)(rng)
+
+    teacher = load_teacher(config, config.dataset, mesh) if config.distill.kind != "none" \
+        else None
+    loss = LossConfig(distill=config.distill.kind, label_smoothing=config.label_smoothing,
+                      temperature=config.distill.temperature, kd_weight=config.distill.kd_weight,
+                      dkd_alpha=config.distill.dkd_alpha, dkd_beta=config.distill.dkd_beta,
+                      dkd_warmup_steps=steps["dkd_warmup"])
+    train_step = make_train_step(model, optimizer, schedule, loss, mesh, teacher)
+    eval_step = make_eval_step(model, mesh)
+    teacher_vars = teacher.variables if teacher else None
+
+    counts = count(spec)
+    meta = {"model": config.model, "dataset": config.dataset}
+    if main_process:
+        (workdir / "config.json").write_text(config.to_json_best_effort(indent=2))
+    writer = MetricWriter(workdir, enabled=main_process, tensorboard=config.tensorboard)
+
+    step = first_step = int(state.step)
+    best = {"accuracy": -1.0, "step": -1}
+    timer = _ThroughputTimer()
+    last_eval: dict[str, float] | None = None
+    bar = tqdm(total=steps["total"], initial=step, disable=not (main_process and config.progress),
+               desc=config.model, unit="step", dynamic_ncols=True)
+    with _Preemption() as preemption:
+        while step < steps["total"] and not preemption.requested:
+            epoch, start_batch = divmod(step, spe)
+            local = data_lib.train_batches(
+                train, config.batch_size, seed=config.seed, epoch=epoch,
+                process_index=jax.process_index(), process_count=jax.process_count(),
+                crop_padding=config.crop_padding, flip=config.flip, augment=config.augment,
+                start_batch=start_batch)
+            for batch in data_lib.prefetch((data_lib.shard_batch(b, mesh) for b in local),
+                                           config.prefetch):
+                state, metrics = train_step(state, batch, teacher_vars)
+                step += 1
+                bar.update(1)
+                if step == first_step + 1:
+                    timer.start(state)  # the first step compiles: time from here on
+                else:
+                    timer.count(config.batch_size)
+                if step % steps["log_every"] == 0 or step == steps["total"]:
+                    _log_train(writer, bar, jax.device_get(metrics), step, spe, workdir)
+                with timer.paused(state):
+                    if step % steps["eval_every"] == 0 or step == steps["total"]:
+                        last_eval = evaluate(eval_step, state.variables, test,
+                                             config.batch_size, mesh)
+                        writer.write(step, "eval", last_eval)
+                        if main_process:
+                            bar.write(f"step {step} (epoch {step / spe:.2f}): eval accuracy "
+                                      f"{last_eval['accuracy']:.4f}, top5 "
+                                      f"{last_eval['top5']:.4f}, loss {last_eval['loss']:.4f}")
+                        if last_eval["accuracy"] > best["accuracy"]:
+                            best = {"accuracy": last_eval["accuracy"], "step": step}
+                        checkpointer.save_best(step, state, {**meta, "epoch": step / spe},
+                                               last_eval["accuracy"])
+                    if (step % steps["checkpoint_every"] == 0 or step == steps["total"]
+                            or preemption.requested):
+                        checkpointer.save(step, state, {**meta, "epoch": step / spe},
+                                          force=True)
+                if step >= steps["total"] or preemption.requested:
+                    break
+    timer.stop(state)
+    bar.close()
+    checkpointer.close()
+    writer.close()
+    if preemption.requested and step < steps["total"]:
+        log.warning("SIGTERM: saved step %d; rerun the same command to resume", step)
+        return {"preempted": True, "step": step}
+
+    if last_eval is None:  # resumed a finished run
+        last_eval = evaluate(eval_step, state.variables, test, config.batch_size, mesh)
+    summary = {
+        "model": config.model,
+        "dataset": config.dataset,
+        "distill": config.distill.kind,
+        "test_accuracy": last_eval["accuracy"],
+        "test_top5": last_eval["top5"],
+        "test_loss": last_eval["loss"],
+        "best_accuracy": max(best["accuracy"], last_eval["accuracy"]),
+        "relus": counts.relus,
+        "flops": counts.flops,
+        "macs": counts.macs,
+        "params": counts.params,
+        "steps": step,
+        "epochs": step / spe,
+        "train_images_per_second": timer.images_per_second(),
+        "wall_seconds": time.time() - wall_start,
+        "params_digest": params_digest(state),
+        "devices": jax.device_count(),
+        "processes": jax.process_count(),
+    }
+    if main_process:
+        tmp = workdir / "summary.json.tmp"
+        tmp.write_text(json.dumps(summary, indent=2))
+        tmp.replace(workdir / "summary.json")
+    return summary

@@ -1,0 +1,137 @@
+"""Pure, jit-compiled train and eval steps over a device mesh (pjit style).
+
+The batch is sharded over the mesh's ``data`` axis and everything else is replicated, so
+under ``jit`` BatchNorm statistics are computed over the *global* batch (sync BN): a run on
+8 devices computes the same function as on 1 device with the same global batch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from hybrenet_jax.train.losses import cross_entropy, dkd_loss, kd_loss, topk_correct
+from hybrenet_jax.train.state import TrainState
+
+
+@dataclasses.dataclass(frozen=True)
+class LossConfig:
+    """What the training loss is made of."""
+
+    distill: str = "none"  # none | kd | dkd
+    label_smoothing: float = 0.0
+    temperature: float = 4.0
+    kd_weight: float = 0.9  # KD: loss = (1 - kd_weight) * CE + kd_weight * KD
+    dkd_alpha: float = 1.0
+    dkd_beta: float = 8.0
+    dkd_warmup_steps: int = 0  # DKD term ramps in linearly over this many steps
+
+
+@dataclasses.dataclass(frozen=True)
+class Teacher:
+    """A frozen teacher: its Flax module and variables (evaluated in eval mode)."""
+
+    model: nn.Module
+    variables: Any
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+    """Sharding that keeps a full copy on every device."""
+    return NamedSharding(mesh, P())
+
+
+def batch_sharded(mesh: Mesh) -> NamedSharding:
+    """Sharding that splits the batch axis over ``data``."""
+    return NamedSharding(mesh, P("data"))
+
+
+def _tree_norm(tree) -> jnp.ndarray:
+    return jnp.sqrt(sum(jnp.sum(jnp.square(x.astype(jnp.float32)))
+                        for x in jax.tree.leaves(tree)))
+
+
+def training_loss(model: nn.Module, loss: LossConfig, params, batch_stats, batch,
+                  teacher_logits, step):
+    """Scalar loss and auxiliaries for one global batch."""
+    logits, updates = model.apply({"params": params, "batch_stats": batch_stats},
+                                  batch["image"], train=True, mutable=["batch_stats"])
+    labels = batch["label"]
+    ce = jnp.mean(cross_entropy(logits, labels, loss.label_smoothing))
+    if loss.distill == "kd":
+        kd = jnp.mean(kd_loss(logits, teacher_logits, loss.temperature))
+        total = (1.0 - loss.kd_weight) * ce + loss.kd_weight * kd
+    elif loss.distill == "dkd":
+        ramp = 1.0 if loss.dkd_warmup_steps <= 0 else jnp.minimum(
+            (step + 1) / loss.dkd_warmup_steps, 1.0)
+        dkd = jnp.mean(dkd_loss(logits, teacher_logits, labels, loss.dkd_alpha,
+                                loss.dkd_beta, loss.temperature))
+        total = ce + ramp * dkd
+    else:
+        total = ce
+    return total, (logits, updates["batch_stats"], ce)
+
+
+def make_train_step(model: nn.Module, optimizer: optax.GradientTransformation,
+                    schedule: optax.Schedule, loss: LossConfig, mesh: Mesh,
+                    teacher: Teacher | None = None) -> Callable:
+    """``step(state, batch, teacher_variables) -> (state, metrics)``, jitted and donated.
+
+    ``step.traces`` counts how often the Python body was traced (it must stay 1).
+    """
+    if loss.distill != "none" and teacher is None:
+        raise ValueError(f"distill={loss.distill!r} needs a teacher")
+
+    def step(state: TrainState, batch, teacher_variables):
+        wrapper.traces += 1
+        teacher_logits = None
+        if teacher is not None and loss.distill != "none":
+            teacher_logits = jax.lax.stop_gradient(
+                teacher.model.apply(teacher_variables, batch["image"], train=False))
+        grad_fn = jax.value_and_grad(
+            lambda p: training_loss(model, loss, p, state.batch_stats, batch, teacher_logits,
+                                    state.step), has_aux=True)
+        (total, (logits, batch_stats, ce)), grads = grad_fn(state.params)
+        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        metrics = {
+            "loss": total, "ce": ce,
+            "accuracy": jnp.mean(topk_correct(logits, batch["label"], 1)),
+            "lr": schedule(state.step),
+            "grad_norm": _tree_norm(grads), "param_norm": _tree_norm(params),
+        }
+        new = TrainState(step=state.step + 1, params=params, batch_stats=batch_stats,
+                         opt_state=opt_state)
+        return new, metrics
+
+    rep = replicated(mesh)
+    jitted = jax.jit(step, in_shardings=(rep, batch_sharded(mesh), rep),
+                     out_shardings=(rep, rep), donate_argnums=(0,))
+
+    def wrapper(state, batch, teacher_variables=None):
+        return jitted(state, batch, teacher_variables)
+
+    wrapper.traces = 0
+    return wrapper
+
+
+def make_eval_step(model: nn.Module, mesh: Mesh) -> Callable:
+    """``eval_step(variables, batch) -> sums`` of loss, top-1, top-5 and example count."""
+
+    def step(variables, batch):
+        logits = model.apply(variables, batch["image"], train=False)
+        mask = batch["mask"]
+        return {
+            "loss": jnp.sum(cross_entropy(logits, batch["label"]) * mask),
+            "top1": jnp.sum(topk_correct(logits, batch["label"], 1) * mask),
+            "top5": jnp.sum(topk_correct(logits, batch["label"], 5) * mask),
+            "count": jnp.sum(mask),
+        }
+
+    rep = replicated(mesh)
+    return jax.jit(step, in_shardings=(rep, batch_sharded(mesh)), out_shardings=rep)

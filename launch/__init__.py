@@ -1,0 +1,1 @@
+"""Entry points and launch scripts (local, SLURM multi-node GPU, TPU pods)."""
