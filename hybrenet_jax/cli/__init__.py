@@ -15,7 +15,7 @@ from typing import Sequence
 from hybrenet_jax.errors import HybrenetError
 
 #: Verb modules in the order ``--help`` lists them.
-VERBS: tuple[str, ...] = ("count", "summary", "design", "plan", "cost", "pareto", "plot_distribution")
+VERBS: tuple[str, ...] = ("count", "summary", "design", "plan", "cost", "pareto", "plot_distribution", "export")
 
 EPILOG = """examples:
   hybrenet count resnet18 hrn-5x5x3x wrn22x8
@@ -29,6 +29,7 @@ EPILOG = """examples:
   hybrenet plot-distribution resnet18 hrn-5x5x3x --out dist.png --order S3,S2,S4,S1
   hybrenet summary "hrn-2x5x3x:cull=S1,thin=S2+S3+S4,reuse=4" --relus-only
   hybrenet count resnet18 --measure
+  hybrenet export --workdir runs/default --format onnx --out hrn.onnx --verify
 
 model strings: NAME[:key=value,...]
   NAME  resnet18 resnet34 resnet20 resnet32 resnet56 wrnDxK vgg16 hrn-AxBxCx stagech-SxSxSx

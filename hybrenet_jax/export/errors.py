@@ -1,0 +1,17 @@
+"""Errors raised by the exporter (all :class:`~hybrenet_jax.errors.HybrenetError`: CLI exit 2)."""
+
+from __future__ import annotations
+
+from hybrenet_jax.errors import HybrenetError
+
+
+class ExportError(HybrenetError):
+    """An export cannot be produced (missing model string, unusable checkpoint, bad output)."""
+
+
+class VariablesMismatchError(ExportError):
+    """Variables do not fit the model their description builds (keys, shapes or dtypes)."""
+
+
+class BundleError(ExportError):
+    """A bundle is unreadable, incomplete, or written in an unknown format version."""
