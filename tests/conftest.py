@@ -2,12 +2,49 @@
 
 from __future__ import annotations
 
+import os
 import pathlib
+import subprocess
+import sys
 
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
+if str(ROOT) not in sys.path:  # configs/ and launch/ are importable from the repo root
+    sys.path.insert(0, str(ROOT))
+
+
+def tiny_config(**overrides):
+    """The default digits config shrunk for tests (tiny model, few steps, quiet)."""
+    from configs.default import get_config
+
+    config = get_config()
+    config.model = "hrn-2x2x2x:m=4"
+    config.batch_size = 32
+    config.total_steps = 4
+    config.progress = False
+    config.tensorboard = False
+    config.async_checkpointing = False
+    for key, value in overrides.items():
+        target = config
+        *parents, leaf = key.split(".")
+        for parent in parents:
+            target = target[parent]
+        target[leaf] = value
+    return config
+
+
+def run_launch(workdir, *flags, env=None, timeout=600, **popen):
+    """Run ``python -m launch.train`` on the default config in a subprocess."""
+    cmd = [sys.executable, "-m", "launch.train", "--config", str(ROOT / "configs/default.py"),
+           f"--workdir={workdir}", "--config.progress=false", "--config.tensorboard=false",
+           *flags]
+    full_env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
+    if popen:
+        return subprocess.Popen(cmd, env=full_env, cwd=ROOT, **popen)
+    return subprocess.run(cmd, env=full_env, cwd=ROOT, capture_output=True, text=True,
+                          timeout=timeout)
 
 
 @pytest.fixture(scope="session")

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import pathlib
+import time
 from typing import Any
 
 import orbax.checkpoint as ocp
@@ -77,8 +78,24 @@ class Checkpointer:
                        force=True)
 
     def restore_latest(self, abstract_state: Any) -> tuple[Any, dict] | None:
-        """Newest intact checkpoint as ``(state, meta)``; corrupt ones are reported, skipped."""
-        return restore_newest_intact(self.latest, abstract_state)
+        """Newest intact checkpoint as ``(state, meta)``.
+
+        Corrupt newer checkpoints are reported and moved to ``corrupt/`` in the workdir (kept
+        for inspection), so the resumed run can save those steps again.
+        """
+        found = restore_newest_intact(self.latest, abstract_state)
+        good = int(found[1]["step"]) if found else -1
+        bad = [s for s in self.latest.all_steps() if s > good]
+        if bad:
+            quarantine = pathlib.Path(self.latest.directory).parent / "corrupt"
+            quarantine.mkdir(exist_ok=True)
+            for step in bad:
+                src = pathlib.Path(self.latest.directory) / str(step)
+                dst = quarantine / f"{step}-{time.strftime('%Y%m%d-%H%M%S')}"
+                src.rename(dst)
+                log.warning("moved unusable checkpoint %s to %s", src, dst)
+            self.latest.reload()
+        return found
 
     def wait(self) -> None:
         """Block until async saves are on disk."""

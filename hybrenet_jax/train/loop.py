@@ -54,7 +54,11 @@ def make_mesh(model_axis: int = 1) -> jax.sharding.Mesh:
     n = jax.device_count()
     if model_axis < 1 or n % model_axis:
         raise TrainingError(f"mesh_model_axis={model_axis} must divide the {n} devices")
-    return jax.make_mesh((n // model_axis, model_axis), ("data", "model"))
+    # Auto axes: XLA's sharding propagation (pjit style) places every intermediate, so
+    # gradients contracted over the sharded batch need no per-op annotations.
+    auto = jax.sharding.AxisType.Auto
+    return jax.make_mesh((n // model_axis, model_axis), ("data", "model"),
+                         axis_types=(auto, auto))
 
 
 def resolve_steps(config: ml_collections.ConfigDict, steps_per_epoch: int) -> dict[str, int]:

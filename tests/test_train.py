@@ -1,0 +1,117 @@
+"""End-to-end training on the embedded digits: files written, resume, teachers, errors."""
+
+from __future__ import annotations
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from conftest import tiny_config
+from hybrenet_jax import data as data_lib
+from hybrenet_jax.model_string import spec_from_model_string
+from hybrenet_jax.models import build_model, input_shape
+from hybrenet_jax.train import TrainingError, train_and_evaluate
+from hybrenet_jax.train.checkpoint import CheckpointError, load_variables
+from hybrenet_jax.train.loop import make_mesh
+from hybrenet_jax.train.state import create_state, learning_rate_schedule, make_optimizer
+from hybrenet_jax.train.steps import LossConfig, make_train_step, replicated
+
+
+def test_short_run_writes_checkpoints_metrics_and_summary(tmp_path):
+    summary = train_and_evaluate(tiny_config(total_steps=3), tmp_path)
+    on_disk = json.loads((tmp_path / "summary.json").read_text())
+    assert on_disk == summary
+    for key in ("test_accuracy", "relus", "flops", "steps", "train_images_per_second",
+                "wall_seconds", "params_digest"):
+        assert key in summary
+    assert summary["steps"] == 3 and 0.0 <= summary["test_accuracy"] <= 1.0
+    assert summary["relus"] == 5 * 4096 + 8192 + 4096 + 2048  # hrn-2x2x2x:m=4 on 32x32
+    assert len(summary["params_digest"]) == 64
+    lines = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert {l["split"] for l in lines} == {"train", "eval"}
+    assert all(np.isfinite(l["loss"]) for l in lines)
+    assert (tmp_path / "checkpoints" / "3").is_dir() and (tmp_path / "best").is_dir()
+    variables, meta = load_variables(tmp_path)
+    assert meta["step"] == 3 and meta["model"] == "hrn-2x2x2x:m=4"
+    assert "stem_conv" in variables["params"]
+
+
+def test_finished_run_resumes_without_training_again(tmp_path):
+    first = train_and_evaluate(tiny_config(total_steps=2), tmp_path)
+    again = train_and_evaluate(tiny_config(total_steps=2), tmp_path)
+    assert again["params_digest"] == first["params_digest"] and again["steps"] == 2
+
+
+def test_resume_in_process_is_bit_identical(tmp_path):
+    full = train_and_evaluate(tiny_config(total_steps=6), tmp_path / "full")
+    train_and_evaluate(tiny_config(total_steps=4), tmp_path / "split")
+    resumed = train_and_evaluate(tiny_config(total_steps=6), tmp_path / "split")
+    assert resumed["params_digest"] == full["params_digest"]
+
+
+def test_train_step_compiles_once():
+    config = tiny_config()
+    spec = spec_from_model_string(config.model, "digits")
+    model = build_model(spec)
+    schedule = learning_rate_schedule(0.05, 10)
+    opt = make_optimizer(schedule, 0.9, 5e-4)
+    mesh = make_mesh()
+    state = jax.jit(lambda r: create_state(model.init(r, jnp.zeros(input_shape(spec, 1))), opt),
+                    out_shardings=replicated(mesh))(jax.random.PRNGKey(0))
+    step = make_train_step(model, opt, schedule, LossConfig(), mesh)
+    train = data_lib.load_dataset("digits", "train")
+    batches = data_lib.train_batches(train, 32, seed=0, epoch=0)
+    losses = []
+    for _, batch in zip(range(3), batches):
+        state, metrics = step(state, data_lib.shard_batch(batch, mesh))
+        losses.append(float(metrics["loss"]))
+    assert step.traces == 1
+    assert int(state.step) == 3 and all(np.isfinite(losses))
+
+
+def test_kd_run_uses_the_teacher_checkpoint(tmp_path):
+    train_and_evaluate(tiny_config(total_steps=2), tmp_path / "teacher")
+    config = tiny_config(total_steps=2, **{"distill.kind": "dkd",
+                                           "distill.teacher_workdir": str(tmp_path / "teacher"),
+                                           "model": "hrn-2x2x2x:m=4,cull=S1"})
+    summary = train_and_evaluate(config, tmp_path / "student")
+    assert summary["distill"] == "dkd" and summary["steps"] == 2
+
+
+def test_teacher_of_the_wrong_architecture_is_rejected(tmp_path):
+    train_and_evaluate(tiny_config(total_steps=1), tmp_path / "teacher")
+    config = tiny_config(**{"distill.kind": "kd",
+                            "distill.teacher_workdir": str(tmp_path / "teacher"),
+                            "distill.teacher_model": "hrn-2x2x2x:m=8"})
+    with pytest.raises(CheckpointError, match="does not match model 'hrn-2x2x2x:m=8'"):
+        train_and_evaluate(config, tmp_path / "student")
+
+
+@pytest.mark.parametrize("overrides,fragment", [
+    ({"distill.kind": "kd"}, "needs distill.teacher_workdir"),
+    ({"distill.kind": "hinton"}, "accepted: none, kd, dkd"),
+    ({"dtype": "float16"}, "accepted: float32, bfloat16"),
+    ({"batch_size": 4096}, "exceeds the 1438 training examples"),
+    ({"model": "resnet18:classes=100"}, "has 100 classes but digits has 10"),
+    ({"total_steps": 0, "num_epochs": 0}, "nothing to train"),
+])
+def test_bad_configs_give_clear_errors(tmp_path, overrides, fragment):
+    with pytest.raises(Exception) as err:
+        train_and_evaluate(tiny_config(**overrides), tmp_path)
+    assert fragment in str(err.value)
+
+
+def test_unwritable_workdir_is_reported(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(TrainingError, match="is not writable"):
+        train_and_evaluate(tiny_config(), blocker / "run")
+
+
+def test_workdir_of_another_model_is_not_reused(tmp_path):
+    train_and_evaluate(tiny_config(total_steps=1), tmp_path)
+    with pytest.raises(CheckpointError, match="use another workdir"):
+        train_and_evaluate(tiny_config(total_steps=2, model="hrn-2x2x2x:m=4,cull=S1"), tmp_path)

@@ -1,0 +1,84 @@
+"""Durability: SIGKILL mid-training resumes bit-identically; corrupt checkpoints are skipped."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import time
+
+import pytest
+
+from conftest import run_launch, tiny_config
+from hybrenet_jax.train import train_and_evaluate
+from hybrenet_jax.train.checkpoint import CheckpointError, load_variables
+
+FLAGS = ["--config.model=hrn-2x2x2x:m=4", "--config.batch_size=32", "--config.total_steps=30",
+         "--config.checkpoint_every_steps=3", "--config.eval_every_steps=15"]
+
+
+def _checkpoint_steps(workdir):
+    d = workdir / "checkpoints"
+    return sorted(int(p.name) for p in d.iterdir() if p.name.isdigit()) if d.is_dir() else []
+
+
+@pytest.mark.slow
+def test_sigkill_mid_training_then_resume_is_bit_identical(tmp_path):
+    reference = run_launch(tmp_path / "reference", *FLAGS)
+    assert reference.returncode == 0, reference.stderr[-2000:]
+    expected = json.loads((tmp_path / "reference" / "summary.json").read_text())
+
+    workdir = tmp_path / "killed"
+    proc = run_launch(workdir, *FLAGS, stdout=open(os.devnull, "w"), stderr=open(os.devnull, "w"))
+    deadline = time.time() + 300
+    while time.time() < deadline and not any(s >= 9 for s in _checkpoint_steps(workdir)):
+        assert proc.poll() is None, "training finished before it could be killed"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed_at = _checkpoint_steps(workdir)
+    assert killed_at and max(killed_at) < 30 and not (workdir / "summary.json").exists()
+
+    resumed = run_launch(workdir, *FLAGS)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    summary = json.loads((workdir / "summary.json").read_text())
+    assert summary["steps"] == 30
+    assert summary["params_digest"] == expected["params_digest"]
+
+
+def _truncate_largest_file(directory):
+    files = [p for p in directory.rglob("*") if p.is_file()]
+    victim = max(files, key=lambda p: p.stat().st_size)
+    size = victim.stat().st_size
+    with open(victim, "r+b") as f:
+        f.truncate(size // 2)
+    return victim
+
+
+def test_truncated_checkpoint_is_detected_and_the_previous_one_used(tmp_path, caplog):
+    config = tiny_config(total_steps=6, checkpoint_every_steps=2, checkpoint_keep=2)
+    train_and_evaluate(config, tmp_path)
+    assert _checkpoint_steps(tmp_path) == [4, 6]
+    _truncate_largest_file(tmp_path / "checkpoints" / "6")
+    with caplog.at_level(logging.WARNING):
+        _, meta = load_variables(tmp_path)
+    assert meta["step"] == 4
+    assert "checkpoint step 6" in caplog.text and "corrupt" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        summary = train_and_evaluate(tiny_config(total_steps=8, checkpoint_every_steps=2,
+                                                 checkpoint_keep=2), tmp_path)
+    assert "resumed from step 4" in caplog.text and summary["steps"] == 8
+    fresh = train_and_evaluate(tiny_config(total_steps=8, checkpoint_every_steps=2),
+                               tmp_path / "fresh")
+    assert summary["params_digest"] == fresh["params_digest"]
+
+
+def test_no_intact_checkpoint_is_a_clear_error(tmp_path):
+    train_and_evaluate(tiny_config(total_steps=2, checkpoint_keep=1), tmp_path)
+    _truncate_largest_file(tmp_path / "checkpoints" / "2")
+    with pytest.raises(CheckpointError, match="no intact checkpoint"):
+        load_variables(tmp_path)
+    with pytest.raises(CheckpointError, match="is this a training workdir"):
+        load_variables(tmp_path / "nowhere")
