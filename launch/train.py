@@ -35,9 +35,9 @@ def _init_distributed() -> None:
     import jax
 
     if FLAGS.coordinator_address:
-        if jax.default_backend() == "cpu" or not FLAGS.distributed:
-            # CPU collectives across processes need gloo (e.g. tests on 127.0.0.1).
-            jax.config.update("jax_cpu_collectives_implementation", "gloo")
+        # CPU collectives across processes need gloo (e.g. CPU runs on 127.0.0.1); the setting
+        # is ignored by GPU/TPU backends. It must precede any call that starts a backend.
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
         jax.distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes,
                                    FLAGS.process_id)
     elif FLAGS.distributed:

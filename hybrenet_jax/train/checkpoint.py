@@ -19,6 +19,8 @@ import pathlib
 import time
 from typing import Any
 
+import jax
+import numpy as np
 import orbax.checkpoint as ocp
 
 from hybrenet_jax.errors import HybrenetError
@@ -115,8 +117,11 @@ def restore_newest_intact(manager: ocp.CheckpointManager, abstract_state: Any = 
     """Try ``steps`` (default: all, newest first); return the first that reads and verifies."""
     for step in steps if steps is not None else sorted(manager.all_steps(), reverse=True):
         try:
-            state_args = (ocp.args.StandardRestore(abstract_state) if abstract_state is not None
-                          else ocp.args.StandardRestore())
+            if abstract_state is not None:
+                state_args = ocp.args.StandardRestore(abstract_state)
+            else:  # any topology (e.g. saved on 8 devices, read on 1): onto one local device
+                local = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+                state_args = ocp.args.StandardRestore(fallback_sharding=local)
             restored = manager.restore(step, args=ocp.args.Composite(
                 state=state_args, meta=ocp.args.JsonRestore()))
             meta = restored["meta"]
@@ -148,8 +153,8 @@ def load_variables(workdir: str | pathlib.Path, which: str | int = "latest"
     directory = workdir / sub
     if not directory.is_dir():
         raise CheckpointError(f"no {sub}/ directory in {workdir}: is this a training workdir?")
-    manager = ocp.CheckpointManager(directory.absolute(),
-                                    options=ocp.CheckpointManagerOptions(read_only=True))
+    manager = ocp.CheckpointManager(
+        directory.absolute(), options=ocp.CheckpointManagerOptions(read_only=True, create=False))
     if isinstance(which, int):
         if which not in manager.all_steps():
             raise CheckpointError(f"no checkpoint at step {which} in {directory}; available: "
@@ -162,5 +167,5 @@ def load_variables(workdir: str | pathlib.Path, which: str | int = "latest"
     if found is None:
         raise CheckpointError(f"no intact checkpoint in {directory}")
     state, meta = found
-    variables = {"params": state["params"], "batch_stats": state.get("batch_stats", {})}
-    return variables, meta
+    variables = {"params": state["params"], "batch_stats": state.get("batch_stats", {}) or {}}
+    return jax.tree.map(np.asarray, variables), meta
