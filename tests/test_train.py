@@ -115,3 +115,20 @@ def test_workdir_of_another_model_is_not_reused(tmp_path):
     train_and_evaluate(tiny_config(total_steps=1), tmp_path)
     with pytest.raises(CheckpointError, match="use another workdir"):
         train_and_evaluate(tiny_config(total_steps=2, model="hrn-2x2x2x:m=4,cull=S1"), tmp_path)
+
+
+@pytest.mark.slow
+def test_kd_student_matches_or_beats_the_student_without_kd(tmp_path):
+    """Digits is nearly saturated, so "matches" allows one percentage point of noise."""
+    teacher = train_and_evaluate(tiny_config(model="hrn-2x2x2x:m=8", total_steps=0,
+                                             num_epochs=6, batch_size=64,
+                                             eval_every_steps=10_000), tmp_path / "teacher")
+    assert teacher["test_accuracy"] >= 0.97
+    acc = {}
+    for kind in ("none", "kd"):
+        config = tiny_config(model="hrn-2x2x2x:m=4,cull=S1+S2", total_steps=0, num_epochs=4,
+                             batch_size=64, eval_every_steps=10_000,
+                             **{"distill.kind": kind,
+                                "distill.teacher_workdir": str(tmp_path / "teacher")})
+        acc[kind] = train_and_evaluate(config, tmp_path / kind)["test_accuracy"]
+    assert acc["kd"] >= acc["none"] - 0.01, acc
