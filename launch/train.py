@@ -15,7 +15,7 @@ import sys
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow (tfds, TensorBoard) is chatty
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")  # TF computes nothing for us; quiets its banner
 
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
 
 FLAGS = flags.FLAGS
@@ -67,5 +67,29 @@ def main(argv) -> int:
     return 0
 
 
+def cli() -> None:
+    """Parse flags first so that usage errors exit 2 with one line, then run ``main``."""
+    try:
+        argv = FLAGS(sys.argv)
+        FLAGS.config.keys()  # ml_collections defers config-file errors to the first access
+    except flags.Error as err:
+        print(f"launch.train: error: {err}", file=sys.stderr)
+        sys.exit(2)
+    except OSError as err:  # ml_collections could not load the config file
+        given = next((a for a in sys.argv[1:] if a.startswith("--config=")), "--config")
+        cause = err
+        while cause.__cause__ is not None:
+            cause = cause.__cause__
+        print(f"launch.train: error: could not load {given}: {cause}", file=sys.stderr)
+        sys.exit(2)
+    except (AttributeError, KeyError) as err:  # ml_collections: override of an unknown field
+        bad = [a for a in sys.argv[1:] if a.startswith("--config.")]
+        print(f"launch.train: error: unknown config field {err} in {' '.join(bad)}; the "
+              "accepted fields are those of the config file (see configs/base.py)",
+              file=sys.stderr)
+        sys.exit(2)
+    sys.exit(main(argv))
+
+
 if __name__ == "__main__":
-    app.run(main)
+    cli()

@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import logging
 import os
+import random
 import signal
+import subprocess
 import time
 
 import pytest
@@ -23,28 +25,34 @@ def _checkpoint_steps(workdir):
     return sorted(int(p.name) for p in d.iterdir() if p.name.isdigit()) if d.is_dir() else []
 
 
+#: kill -9 trials; CI runs a reduced count, HYBRENET_KILL_TRIALS=20 runs the full set.
+KILL_TRIALS = int(os.environ.get("HYBRENET_KILL_TRIALS", "2"))
+
+
 @pytest.mark.slow
-def test_sigkill_mid_training_then_resume_is_bit_identical(tmp_path):
-    reference = run_launch(tmp_path / "reference", *FLAGS)
+def test_sigkill_at_random_points_then_resume_is_bit_identical(tmp_path):
+    flags = [*FLAGS, "--config.checkpoint_every_steps=1", "--config.async_checkpointing=true"]
+    reference = run_launch(tmp_path / "reference", *flags)
     assert reference.returncode == 0, reference.stderr[-2000:]
     expected = json.loads((tmp_path / "reference" / "summary.json").read_text())
-
-    workdir = tmp_path / "killed"
-    proc = run_launch(workdir, *FLAGS, stdout=open(os.devnull, "w"), stderr=open(os.devnull, "w"))
-    deadline = time.time() + 300
-    while time.time() < deadline and not any(s >= 9 for s in _checkpoint_steps(workdir)):
-        assert proc.poll() is None, "training finished before it could be killed"
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    killed_at = _checkpoint_steps(workdir)
-    assert killed_at and max(killed_at) < 30 and not (workdir / "summary.json").exists()
-
-    resumed = run_launch(workdir, *FLAGS)
-    assert resumed.returncode == 0, resumed.stderr[-2000:]
-    summary = json.loads((workdir / "summary.json").read_text())
-    assert summary["steps"] == 30
-    assert summary["params_digest"] == expected["params_digest"]
+    rng = random.Random(1234)
+    for trial in range(KILL_TRIALS):
+        workdir = tmp_path / f"trial{trial}"
+        target = rng.randint(1, 27)  # kill once this step's checkpoint exists, plus a jitter
+        proc = run_launch(workdir, *flags, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 300
+        while time.time() < deadline and not any(s >= target for s in _checkpoint_steps(workdir)):
+            assert proc.poll() is None, "training finished before it could be killed"
+            time.sleep(0.02)
+        time.sleep(rng.uniform(0.0, 0.2))  # often lands inside the next (async) checkpoint write
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        assert not (workdir / "summary.json").exists() or _checkpoint_steps(workdir)[-1] == 30
+        resumed = run_launch(workdir, *flags)
+        assert resumed.returncode == 0, resumed.stderr[-2000:]
+        summary = json.loads((workdir / "summary.json").read_text())
+        assert summary["steps"] == 30
+        assert summary["params_digest"] == expected["params_digest"], f"trial {trial}"
 
 
 def _truncate_largest_file(directory):

@@ -14,6 +14,7 @@ next older one is used.
 
 from __future__ import annotations
 
+import errno
 import logging
 import pathlib
 import time
@@ -56,6 +57,19 @@ def _save_args(state: Any, meta: dict) -> ocp.args.Composite:
     return ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta))
 
 
+def _write_error(err: BaseException, what: str) -> CheckpointError:
+    """A clear error for a failed checkpoint write (disk full named as such)."""
+    cause: BaseException | None = err
+    while cause is not None and not isinstance(cause, OSError):
+        cause = cause.__cause__ or cause.__context__
+    reason = (f"{cause.strerror or cause}" if isinstance(cause, OSError)
+              else f"{type(err).__name__}: {err}")
+    if isinstance(cause, OSError) and cause.errno == errno.ENOSPC:
+        reason = "the disk is full (ENOSPC)"
+    return CheckpointError(f"writing {what} failed: {reason}; earlier checkpoints are intact, "
+                           "free space (or fix the path) and rerun the same command to resume")
+
+
 class Checkpointer:
     """Periodic and best-k checkpoints of one run directory."""
 
@@ -68,7 +82,10 @@ class Checkpointer:
     def save(self, step: int, state: Any, meta: dict, force: bool = False) -> bool:
         """Save ``state`` at ``step`` (with its digest in ``meta``); returns whether it saved."""
         meta = {**meta, "step": int(step), "digest": state_digest(state)}
-        return self.latest.save(step, args=_save_args(state, meta), force=force)
+        try:
+            return self.latest.save(step, args=_save_args(state, meta), force=force)
+        except Exception as err:  # noqa: BLE001 - reported as one clear error
+            raise _write_error(err, f"checkpoint step {step} to {self.latest.directory}") from err
 
     def save_best(self, step: int, state: Any, meta: dict, accuracy: float) -> None:
         """Offer ``state`` to the best-k set (kept only if among the best accuracies)."""
@@ -76,8 +93,12 @@ class Checkpointer:
             return
         meta = {**meta, "step": int(step), "accuracy": float(accuracy),
                 "digest": state_digest(state)}
-        self.best.save(step, args=_save_args(state, meta), metrics={"accuracy": float(accuracy)},
-                       force=True)
+        try:
+            self.best.save(step, args=_save_args(state, meta),
+                           metrics={"accuracy": float(accuracy)}, force=True)
+        except Exception as err:  # noqa: BLE001
+            raise _write_error(err, f"best checkpoint step {step} to {self.best.directory}") \
+                from err
 
     def restore_latest(self, abstract_state: Any) -> tuple[Any, dict] | None:
         """Newest intact checkpoint as ``(state, meta)``.
@@ -101,9 +122,13 @@ class Checkpointer:
 
     def wait(self) -> None:
         """Block until async saves are on disk."""
-        self.latest.wait_until_finished()
-        if self.best is not None:
-            self.best.wait_until_finished()
+        for manager in (self.latest, self.best):
+            if manager is None:
+                continue
+            try:
+                manager.wait_until_finished()
+            except Exception as err:  # noqa: BLE001
+                raise _write_error(err, f"a checkpoint to {manager.directory}") from err
 
     def close(self) -> None:
         self.wait()
