@@ -53,3 +53,23 @@ def shared_dir() -> pathlib.Path:
     if not SHARED.is_dir():
         pytest.skip("../shared (reference data) is not beside this checkout")
     return SHARED
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _compilation_cache(tmp_path_factory):
+    """Share XLA compilations across tests and their subprocesses (a temp dir per session).
+
+    Many tests train the same tiny network; compiling it once instead of in every test and
+    subprocess keeps the suite within CI's budget. Cached executables are the same programs,
+    so results (and bit-identity checks) are unchanged.
+    """
+    import jax
+
+    cache = str(tmp_path_factory.mktemp("xla_cache"))
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = cache
+    os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+    os.environ["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "0"
+    jax.config.update("jax_compilation_cache_dir", cache)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    yield
