@@ -21,3 +21,7 @@ class ModelStringError(HybrenetError):
 
 class DesignError(HybrenetError):
     """A design request (equalization, plan) is impossible or malformed."""
+
+
+class VariablesMismatchError(HybrenetError):
+    """Variables (checkpoint, teacher, bundle) do not fit the model their description builds."""

@@ -21,7 +21,7 @@ from hybrenet_jax.export import (BundleError, VariablesMismatchError, apply_fold
                                  fold, load_bundle, relu_scalars, run_onnxruntime, save_bundle,
                                  validate_variables)
 from hybrenet_jax.export.folding import Affine, FoldedConv, PassPart
-from hybrenet_jax.export.variables import expected_shapes, flatten, unflatten
+from hybrenet_jax.variables import expected_shapes, flatten, unflatten
 from hybrenet_jax.export.verify import TOLERANCE, jax_logits
 from hybrenet_jax.model_string import spec_from_model_string
 

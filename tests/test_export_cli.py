@@ -12,7 +12,7 @@ import pytest
 
 from hybrenet_jax.cli import main
 from hybrenet_jax.export import load_bundle, run_onnxruntime
-from hybrenet_jax.export.variables import flatten
+from hybrenet_jax.variables import flatten
 from hybrenet_jax.export.verify import jax_logits, real_inputs
 from hybrenet_jax.model_string import spec_from_model_string
 from hybrenet_jax.models import build_model, input_shape

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import errno
 import math
-import pathlib
 import re
 import subprocess
 import sys
@@ -14,7 +13,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import ROOT, tiny_config
-from hybrenet_jax.architecture import expand
 from hybrenet_jax.cost import estimate
 from hybrenet_jax.counts import count
 from hybrenet_jax.design import equalize_width

@@ -11,6 +11,7 @@ import pytest
 
 from conftest import tiny_config
 from hybrenet_jax import data as data_lib
+from hybrenet_jax.errors import VariablesMismatchError
 from hybrenet_jax.model_string import spec_from_model_string
 from hybrenet_jax.models import build_model, input_shape
 from hybrenet_jax.train import TrainingError, train_and_evaluate
@@ -86,7 +87,7 @@ def test_teacher_of_the_wrong_architecture_is_rejected(tmp_path):
     config = tiny_config(**{"distill.kind": "kd",
                             "distill.teacher_workdir": str(tmp_path / "teacher"),
                             "distill.teacher_model": "hrn-2x2x2x:m=8"})
-    with pytest.raises(CheckpointError, match="does not match model 'hrn-2x2x2x:m=8'"):
+    with pytest.raises(VariablesMismatchError, match="do not fit model 'hrn-2x2x2x:m=8'"):
         train_and_evaluate(config, tmp_path / "student")
 
 

@@ -34,7 +34,7 @@ from hybrenet_jax.counts import count
 from hybrenet_jax.errors import HybrenetError
 from hybrenet_jax.export.errors import BundleError
 from hybrenet_jax.export.folding import FoldedNetwork, fold
-from hybrenet_jax.export.variables import flatten, unflatten, validate_variables
+from hybrenet_jax.variables import flatten, unflatten, validate_variables
 from hybrenet_jax.models import BN_EPSILON, Network, build_model
 from hybrenet_jax.netspec import NetSpec
 

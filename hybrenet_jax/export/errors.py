@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-from hybrenet_jax.errors import HybrenetError
+from hybrenet_jax.errors import HybrenetError, VariablesMismatchError
 
 
 class ExportError(HybrenetError):
     """An export cannot be produced (missing model string, unusable checkpoint, bad output)."""
 
 
-class VariablesMismatchError(ExportError):
-    """Variables do not fit the model their description builds (keys, shapes or dtypes)."""
-
-
 class BundleError(ExportError):
     """A bundle is unreadable, incomplete, or written in an unknown format version."""
+
+
+__all__ = ["BundleError", "ExportError", "VariablesMismatchError"]

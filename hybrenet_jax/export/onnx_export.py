@@ -27,7 +27,7 @@ from hybrenet_jax.counts import count
 from hybrenet_jax.export.errors import ExportError
 from hybrenet_jax.export.folding import FoldedNetwork, fold
 from hybrenet_jax.export.graph import run_folded
-from hybrenet_jax.export.variables import validate_variables
+from hybrenet_jax.variables import validate_variables
 from hybrenet_jax.netspec import NetSpec
 
 OPSET = 17

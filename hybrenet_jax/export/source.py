@@ -7,7 +7,7 @@ import pathlib
 from typing import Any
 
 from hybrenet_jax.export.errors import ExportError
-from hybrenet_jax.export.variables import validate_variables
+from hybrenet_jax.variables import validate_variables
 from hybrenet_jax.model_string import spec_from_model_string
 from hybrenet_jax.netspec import NetSpec
 

@@ -20,7 +20,7 @@ import numpy as np
 from hybrenet_jax.counts import count
 from hybrenet_jax.export.errors import ExportError
 from hybrenet_jax.export.folding import fold
-from hybrenet_jax.export.variables import flatten
+from hybrenet_jax.variables import flatten
 from hybrenet_jax.models import build_model
 from hybrenet_jax.netspec import NetSpec
 

@@ -17,12 +17,10 @@ import os
 import pathlib
 import signal
 import time
-from typing import Any
 
 import jax
 import jax.numpy as jnp
 import ml_collections
-import numpy as np
 from tqdm.auto import tqdm
 
 from hybrenet_jax import data as data_lib
@@ -36,6 +34,7 @@ from hybrenet_jax.train.state import (create_state, learning_rate_schedule, make
                                       params_digest)
 from hybrenet_jax.train.steps import (LossConfig, Teacher, make_eval_step, make_train_step,
                                       replicated)
+from hybrenet_jax.variables import validate_variables
 
 log = logging.getLogger(__name__)
 
@@ -119,33 +118,10 @@ def load_teacher(config: ml_collections.ConfigDict, dataset: str, mesh) -> Teach
                               "set distill.teacher_model")
     spec = spec_from_model_string(model_string, dataset)
     teacher = build_model(spec, DTYPES[config.dtype])
-    expected = jax.eval_shape(teacher.init, jax.random.PRNGKey(0),
-                              jnp.zeros(input_shape(spec, 1)))
-    check_variables_match(expected, variables, f"teacher checkpoint in {tdir}", model_string)
+    variables = validate_variables(spec, variables, f"teacher checkpoint in {tdir}",
+                                   "Set distill.teacher_model to the teacher's model string.")
     variables = jax.device_put(variables, replicated(mesh))
     return Teacher(teacher, variables)
-
-
-def check_variables_match(expected: Any, variables: Any, what: str, model: str) -> None:
-    """Raise a clear error when loaded variables do not fit a model's parameter tree."""
-    exp = {jax.tree_util.keystr(p): tuple(x.shape)
-           for p, x in jax.tree_util.tree_flatten_with_path(
-               {"params": expected["params"], "batch_stats": expected.get("batch_stats", {})})[0]}
-    got = {jax.tree_util.keystr(p): tuple(np.shape(x))
-           for p, x in jax.tree_util.tree_flatten_with_path(variables)[0]}
-    missing = sorted(set(exp) - set(got))
-    extra = sorted(set(got) - set(exp))
-    wrong = sorted(k for k in set(exp) & set(got) if exp[k] != got[k])
-    if missing or extra or wrong:
-        details = []
-        if missing:
-            details.append(f"missing {len(missing)} (e.g. {missing[0]})")
-        if extra:
-            details.append(f"unexpected {len(extra)} (e.g. {extra[0]})")
-        if wrong:
-            k = wrong[0]
-            details.append(f"{len(wrong)} with wrong shapes (e.g. {k}: {got[k]} vs {exp[k]})")
-        raise CheckpointError(f"{what} does not match model {model!r}: " + "; ".join(details))
 
 
 class _Preemption:

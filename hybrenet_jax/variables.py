@@ -1,6 +1,6 @@
 """Flax variable trees as flat ``{"params/layer/kernel": ndarray}`` maps, and their validation.
 
-Export works on host NumPy copies of the variables. :func:`validate_variables` checks a tree
+Export, teacher loading and bundles work on host NumPy copies of variables. :func:`validate_variables` checks a tree
 against the model that a :class:`~hybrenet_jax.netspec.NetSpec` builds (same keys, shapes and
 dtypes) before anything uses it, so a checkpoint or bundle that does not fit its description
 fails with a message naming the first offending entries instead of a shape error deep inside
@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from hybrenet_jax.export.errors import VariablesMismatchError
+from hybrenet_jax.errors import VariablesMismatchError
 from hybrenet_jax.models import build_model, input_shape
 from hybrenet_jax.netspec import NetSpec
 
