@@ -15,7 +15,7 @@ from typing import Sequence
 from hybrenet_jax.errors import HybrenetError
 
 #: Verb modules in the order ``--help`` lists them.
-VERBS: tuple[str, ...] = ("count", "summary", "design", "plan", "cost", "pareto", "plot_distribution", "export")
+VERBS: tuple[str, ...] = ("count", "summary", "design", "plan", "cost", "pareto", "plot_distribution", "export", "criticality", "deepreshape", "deepreduce", "snl")
 
 EPILOG = """examples:
   hybrenet count resnet18 hrn-5x5x3x wrn22x8
@@ -30,6 +30,10 @@ EPILOG = """examples:
   hybrenet summary "hrn-2x5x3x:cull=S1,thin=S2+S3+S4,reuse=4" --relus-only
   hybrenet count resnet18 --measure
   hybrenet export --workdir runs/default --format onnx --out hrn.onnx --verify
+  hybrenet criticality --config configs/pipeline_digits.py "hrn-2x2x2x:m=4,depths=1-1-1-1" --workdir runs/crit
+  hybrenet deepreshape --depths 2-2-2-2 --order S3,S2,S4,S1 --budgets 50k,100k --dry-run
+  hybrenet deepreduce resnet18 --order S3,S2,S4,S1 --dry-run
+  hybrenet snl --config configs/snl_digits.py "hrn-2x2x2x:m=4,depths=1-1-1-1" --budget 5000 --workdir runs/snl
 
 model strings: NAME[:key=value,...]
   NAME  resnet18 resnet34 resnet20 resnet32 resnet56 wrnDxK vgg16 hrn-AxBxCx stagech-SxSxSx

@@ -1,0 +1,90 @@
+"""``hybrenet snl``: the Selective Network Linearization baseline (mask search to a budget)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import sys
+
+from hybrenet_jax.pipeline.cliargs import (add_training_arguments, progress_log,
+                                           training_chatter_to_stderr)
+
+
+def _budget(text: str) -> int:
+    token = text.strip().lower()
+    try:
+        value = int(float(token.rstrip("k")) * (1000 if token.endswith("k") else 1))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a ReLU count (e.g. 50000 or 50k)"
+                                         ) from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: the budget must be positive")
+    return value
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "snl", help="SNL baseline: learn ReLU masks down to a ReLU budget, then fine-tune",
+        description="Selective Network Linearization (Cho et al., ICML 2022): pretrain MODEL "
+                    "(or use --pretrained-workdir), learn per-pixel or per-channel ReLU masks "
+                    "with Adam on CE + KD + lambda*||mask||_1 until the masks keep at most "
+                    "--budget ReLUs, binarize, fine-tune with the masks fixed. Settings live in "
+                    "config.snl (defaults: the public SNL scripts). Writes masks.npz, the final "
+                    "variables, summary.json and results.jsonl into --workdir. "
+                    "See docs/snl.md.",
+        epilog="examples:\n"
+               "  hybrenet snl --config configs/snl_digits.py \"hrn-2x2x2x:m=4,depths=1-1-1-1\" "
+               "--budget 5000 --workdir runs/snl\n"
+               "  hybrenet snl --config configs/kd.py:cifar100/resnet18 resnet18 --budget 50k "
+               "--thin all --pretrained-workdir runs/r18-thin --workdir runs/snl-50k",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("model", metavar="MODEL", help="model string of the network")
+    add_training_arguments(p, config_required=True)
+    p.add_argument("--budget", type=_budget, required=True, help="ReLUs to keep (e.g. 50k)")
+    p.add_argument("--granularity", choices=("pixel", "channel"), default=None,
+                   help="mask per ReLU (pixel, public SNL code) or per channel "
+                        "(default: config.snl.granularity)")
+    p.add_argument("--thin", default=None, metavar="STAGES",
+                   help="ReLU-Thinning before SNL, e.g. S2+S3+S4 or 'all' "
+                        "(default: config.snl.thin)")
+    p.add_argument("--pretrained-workdir", default=None, metavar="DIR",
+                   help="finished run of the (thinned) MODEL to start from "
+                        "(default: train it in WORKDIR/pretrained)")
+    p.add_argument("--teacher-workdir", default=None, metavar="DIR",
+                   help="KD teacher (default: the pretrained network, as public SNL)")
+    p.add_argument("--workdir", required=True, metavar="DIR", help="SNL output directory")
+    p.add_argument("--json", action="store_true", help="print summary.json to stdout")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    # JAX and the training loop load only when the verb runs.
+    from hybrenet_jax.pipeline.configfile import config_from_args  # noqa: PLC0415
+    from hybrenet_jax.pipeline.jobs import Preempted  # noqa: PLC0415
+    from hybrenet_jax.snl.run import run_snl  # noqa: PLC0415
+    from hybrenet_jax.snl.settings import ensure_snl_section  # noqa: PLC0415
+
+    config = config_from_args(args, ensure_snl_section)
+    if args.dataset:
+        config.dataset = args.dataset
+    if args.granularity:
+        config.snl.granularity = args.granularity
+    if args.thin is not None:
+        config.snl.thin = args.thin
+    try:
+        with training_chatter_to_stderr():
+            summary = run_snl(config, args.model, args.budget, pathlib.Path(args.workdir),
+                              args.pretrained_workdir, args.teacher_workdir,
+                              log=progress_log())
+    except Preempted as stop:
+        print(f"hybrenet snl: {stop}", file=sys.stderr)
+        return 0
+    if args.json:
+        print(json.dumps(summary))
+        return 0
+    print(f"SNL {summary['model']} ({summary['granularity']} masks): {summary['relus']} ReLUs "
+          f"kept of {summary['relus_before']} (budget {summary['budget']}; traced count "
+          f"{summary['traced_relus']}); test accuracy {100 * summary['test_accuracy']:.2f}%")
+    print(f"results: {pathlib.Path(args.workdir) / 'results.jsonl'}")
+    return 0

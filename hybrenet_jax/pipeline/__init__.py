@@ -1,0 +1,12 @@
+"""ReLU-optimization pipelines: criticality, DeepReShape and DeepReDuce (issue 5).
+
+* :mod:`.criticality` — per-stage ReLU criticality by training stage-only networks;
+* :mod:`.deepreshape` — criticality order -> equalized HRNs -> Algorithm 2 variants;
+* :mod:`.deepreduce` — culled / thinned / channel-scaled variants of classical networks;
+* :mod:`.runner` and :mod:`.jobs` — resumable training of a plan and ``results.jsonl``;
+* :mod:`.configfile` — ``--config FILE.py[:ARG]`` and ``--config.a.b=v`` for the CLI verbs.
+
+See ``docs/pipeline.md`` for the commands and a worked example on the digits dataset.
+Submodules are imported explicitly (``from hybrenet_jax.pipeline.runner import ...``) so that
+the light ones (:mod:`.configfile`, :mod:`.cliargs`) do not pull in JAX.
+"""

@@ -1,0 +1,155 @@
+"""Command-line plumbing shared by ``hybrenet criticality|deepreshape|deepreduce|snl``."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import pathlib
+import sys
+from typing import Callable, Sequence
+
+import ml_collections
+
+from hybrenet_jax.cli._table import format_table
+from hybrenet_jax.dataset_info import DATASETS
+from hybrenet_jax.pipeline.configfile import add_config_arguments, config_from_args
+from hybrenet_jax.pipeline.errors import PipelineError
+from hybrenet_jax.pipeline.settings import DISTILL, ensure_pipeline_section
+
+#: Paper recipe durations (spec §7), used to estimate compute when no --config is given.
+PAPER_EPOCHS = 200
+PAPER_BATCH = 128
+#: Placeholder workdir shown by ``--dry-run`` when no ``--workdir`` is given.
+DRY_RUN_DIR = pathlib.Path("DIR")
+
+
+def add_training_arguments(p: argparse.ArgumentParser, config_required: bool) -> None:
+    """``--config FILE.py[:ARG]`` (+ ``--config.x=v`` overrides) and ``--dataset``."""
+    add_config_arguments(p, required=config_required,
+                         note="" if config_required else
+                         " (optional with --dry-run: the paper's 200 epochs are assumed)")
+    p.add_argument("--dataset", choices=sorted(DATASETS), default=None,
+                   help="dataset (default: the config's)")
+
+
+def add_plan_arguments(p: argparse.ArgumentParser) -> None:
+    """Options of the planning pipelines (deepreshape, deepreduce)."""
+    p.add_argument("--budgets", default=None, metavar="B1,B2",
+                   help="ReLU budgets (e.g. 50000,100k): variants with more ReLUs than the "
+                        "largest budget are not trained")
+    p.add_argument("--distill", choices=DISTILL, default=None,
+                   help="distillation of every variant (default: config pipeline.distill, kd)")
+    p.add_argument("--teacher-workdir", default=None, metavar="DIR",
+                   help="a finished teacher run to distil from (default: train "
+                        "config.pipeline.teacher_model in DIR/teacher)")
+    p.add_argument("--workdir", default=None, metavar="DIR",
+                   help="pipeline directory (required unless --dry-run)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print the plan, counts and estimated compute; train nothing")
+    p.add_argument("--json", action="store_true",
+                   help="JSON lines: with --dry-run one object per planned model, otherwise "
+                        "one results.jsonl object per model")
+
+
+def paper_config(dataset: str) -> ml_collections.ConfigDict:
+    """Enough of the paper recipe to estimate compute when no config file is given."""
+    config = ml_collections.ConfigDict({"dataset": dataset, "batch_size": PAPER_BATCH,
+                                        "num_epochs": PAPER_EPOCHS, "total_steps": 0})
+    return ensure_pipeline_section(config)
+
+
+def resolve_config(args: argparse.Namespace) -> ml_collections.ConfigDict:
+    """The config of a pipeline command, with ``--dataset`` applied."""
+    if args.config is None:
+        if not getattr(args, "dry_run", False):
+            raise PipelineError("--config is required to train (use --dry-run to only plan)")
+        if getattr(args, "config_overrides", None):
+            raise PipelineError("--config.FIELD overrides need --config")
+        return paper_config(args.dataset or "cifar100")
+    config = config_from_args(args, ensure_pipeline_section)
+    if args.dataset:
+        config.dataset = args.dataset
+    return config
+
+
+def require_workdir(args: argparse.Namespace) -> pathlib.Path | None:
+    """``--workdir`` as a path (required unless ``--dry-run``)."""
+    if args.workdir is None:
+        if not getattr(args, "dry_run", False):
+            raise PipelineError("--workdir DIR is required to train (use --dry-run to only plan)")
+        return None
+    return pathlib.Path(args.workdir)
+
+
+def training_chatter_to_stderr() -> contextlib.AbstractContextManager:
+    """Send what training prints (eval lines, progress bars) to stderr while it runs.
+
+    The verbs print their results (tables, ``--json`` lines) on stdout afterwards, so stdout
+    stays machine-readable.
+    """
+    return contextlib.redirect_stdout(sys.stderr)
+
+
+def progress_log(quiet: bool = False) -> Callable[[str], None]:
+    """Progress lines on stderr (stdout stays machine-readable with --json)."""
+    def log(message: str) -> None:
+        if not quiet:
+            print(f"hybrenet: {message}", file=sys.stderr, flush=True)
+    return log
+
+
+def flops_text(value: float) -> str:
+    """``3.2e15`` -> ``"3.20 P"`` (SI prefix, three significant digits)."""
+    for prefix, scale in (("E", 1e18), ("P", 1e15), ("T", 1e12), ("G", 1e9), ("M", 1e6),
+                          ("K", 1e3)):
+        if value >= scale:
+            return f"{value / scale:.3g} {prefix}"
+    return f"{value:.3g}"
+
+
+def format_dry_run(rows: Sequence[dict]) -> str:
+    """The plan as an aligned text table with the total estimated training compute."""
+    table = format_table(
+        ("role", "model", "variant", "ReLUs (K)", "FLOPs (M)", "distill", "train FLOPs"),
+        [(r["role"], r["model"], r["label"], f"{r['relus'] / 1e3:,.2f}",
+          f"{r['flops'] / 1e6:,.1f}", r["distill"], flops_text(r["train_flops_estimate"]))
+         for r in rows])
+    total = sum(r["train_flops_estimate"] for r in rows)
+    return (f"{table}\n\n{len(rows)} training runs; estimated training compute "
+            f"{flops_text(total)}FLOPs (3 x FLOPs x images seen, + one teacher forward per "
+            "image when distilling)")
+
+
+def plan_notes(planned) -> list[str]:
+    """Dry-run notes of a plan (or of a plan that waits for a measured order)."""
+    if planned is None:
+        return ["the variants are planned once the criticality order is measured"]
+    notes = [f"criticality order {planned.order_text}; variants: {len(planned.variants)}"]
+    notes += [f"skipped: {n}" for n in planned.skipped]
+    notes += [f"over budget: {p.model} ({p.counts.relus} ReLUs)" for p in planned.over_budget]
+    return notes
+
+
+def print_plan(rows, notes, as_json: bool) -> None:
+    """Dry-run output: JSON lines, or a table followed by notes."""
+    if as_json:
+        for row in rows:
+            print(json.dumps(row))
+        return
+    print(format_dry_run(rows))
+    for note in notes:
+        print(note)
+
+
+def print_records(records, results_path: pathlib.Path, as_json: bool) -> None:
+    """Output of a finished pipeline: JSON lines, or a table of the trained variants."""
+    if as_json:
+        for rec in records:
+            print(json.dumps(rec))
+        return
+    print(format_table(("model", "variant", "ReLUs (K)", "FLOPs (M)", "accuracy %", "distill"),
+                       [(r["model"], r.get("label", ""), f"{r['relus'] / 1e3:,.2f}",
+                         f"{r['flops'] / 1e6:,.1f}", f"{r['accuracy']:.2f}", r["distill"])
+                        for r in records]))
+    print(f"results: {results_path} (feed it to `hybrenet pareto`)")

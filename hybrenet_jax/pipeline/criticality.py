@@ -1,0 +1,168 @@
+"""Stage criticality measurement (spec §4; DeepReDuce's metric).
+
+For each stage k the network keeping ReLUs **only in stage k** (every other stage culled; the
+stem's ReLU belongs to Stage1) is trained, with KD from a teacher when one is given and with
+plain cross-entropy otherwise. With ``A_k`` its final test top-1 (%) and ``R_k`` stage k's ReLU
+count in the *base* network, ``C_k = (A_k - min_j A_j) * (R_k / 1000) ** -0.07``
+(:func:`hybrenet_jax.design.criticality`); the order lists stages from most to least
+critical (ties: earlier stage first).
+
+Layout of the workdir: ``stage_S1/`` ... one resumable training run per stage, and the
+results ``criticality.json`` and ``criticality.md``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import pathlib
+
+import ml_collections
+
+from hybrenet_jax.counts import count
+from hybrenet_jax.design import criticality, criticality_order
+from hybrenet_jax.model_string import model_string_with, spec_from_model_string
+from hybrenet_jax.netspec import NetSpec, stage_name
+from hybrenet_jax.pipeline.errors import PipelineError
+from hybrenet_jax.pipeline.jobs import Log, TrainJob, check_teacher, run_job
+
+RESULT_JSON = "criticality.json"
+RESULT_MD = "criticality.md"
+
+
+def base_spec(model: str, dataset: str) -> NetSpec:
+    """The base network of a criticality measurement (all ReLUs present)."""
+    spec = spec_from_model_string(model, dataset)
+    if spec.culled or spec.thinned or spec.reuse > 1:
+        raise PipelineError(f"criticality is measured on a base network with every ReLU; "
+                            f"{model!r} has cull=/thin=/reuse= options: remove them")
+    return spec
+
+
+def stage_only_model(model: str, stage: int, num_stages: int) -> str:
+    """``model`` keeping ReLUs only in ``stage``: e.g. stage 2 of 4 -> ``cull=S1+S3+S4``."""
+    others = "+".join(stage_name(s) for s in range(1, num_stages + 1) if s != stage)
+    return model_string_with(model, cull=others or None)
+
+
+def stage_jobs(model: str, dataset: str, workdir: pathlib.Path, distill: str = "none",
+               teacher_workdir: str = "", teacher_model: str = "") -> list[TrainJob]:
+    """One training job per stage, in ``workdir/stage_Sk``."""
+    spec = base_spec(model, dataset)
+    return [TrainJob(model=stage_only_model(model, k, spec.num_stages), dataset=dataset,
+                     workdir=pathlib.Path(workdir) / f"stage_{stage_name(k)}", distill=distill,
+                     teacher_workdir=teacher_workdir, teacher_model=teacher_model,
+                     role="criticality", label=f"ReLUs only in {stage_name(k)}", network=model)
+            for k in range(1, spec.num_stages + 1)]
+
+
+@dataclasses.dataclass(frozen=True)
+class CriticalityResult:
+    """Measured per-stage accuracies, criticalities and the resulting order."""
+
+    model: str
+    dataset: str
+    distill: str
+    teacher_workdir: str
+    stage_models: tuple[str, ...]
+    relus: tuple[int, ...]
+    accuracies: tuple[float, ...]
+    values: tuple[float, ...]
+    order: tuple[int, ...]
+
+    @property
+    def order_text(self) -> str:
+        """``S3>S2>S4>S1``."""
+        return ">".join(stage_name(s) for s in self.order)
+
+    @property
+    def order_arg(self) -> str:
+        """``S3,S2,S4,S1`` (the form ``--order`` takes)."""
+        return ",".join(stage_name(s) for s in self.order)
+
+    def as_dict(self) -> dict:
+        rank = {s: i for i, s in enumerate(self.order, start=1)}
+        return {
+            "model": self.model, "dataset": self.dataset, "distill": self.distill,
+            "teacher_workdir": self.teacher_workdir,
+            "order": [stage_name(s) for s in self.order], "order_text": self.order_text,
+            "stages": [{"stage": stage_name(k), "model": m, "relus": r, "accuracy": a,
+                        "criticality": round(c, 4), "rank": rank[k]}
+                       for k, (m, r, a, c) in enumerate(zip(self.stage_models, self.relus,
+                                                            self.accuracies, self.values),
+                                                        start=1)],
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "CriticalityResult":
+        stages = d["stages"]
+        return cls(model=d["model"], dataset=d["dataset"], distill=d["distill"],
+                   teacher_workdir=d.get("teacher_workdir", ""),
+                   stage_models=tuple(s["model"] for s in stages),
+                   relus=tuple(int(s["relus"]) for s in stages),
+                   accuracies=tuple(float(s["accuracy"]) for s in stages),
+                   values=tuple(float(s["criticality"]) for s in stages),
+                   order=tuple(int(name[1:]) for name in d["order"]))
+
+    def markdown(self) -> str:
+        """The paper-style table: stage, ReLUs, accuracy, criticality, rank."""
+        rank = {s: i for i, s in enumerate(self.order, start=1)}
+        teacher = f"KD from {self.teacher_workdir}" if self.distill != "none" else \
+            "plain cross-entropy (no teacher)"
+        lines = [f"# ReLU criticality of `{self.model}` ({self.dataset})", "",
+                 f"Each row trains the network with ReLUs only in that stage ({teacher}); "
+                 "C_k = (A_k - min A) * (R_k/1000)^-0.07.", "",
+                 "| stage | ReLUs (K) | accuracy % | criticality | rank |",
+                 "|---|---:|---:|---:|---:|"]
+        for k, (r, a, c) in enumerate(zip(self.relus, self.accuracies, self.values), start=1):
+            lines.append(f"| {stage_name(k)} | {r / 1e3:,.2f} | {a:.2f} | {c:.2f} | {rank[k]} |")
+        lines += ["", f"Criticality order (most to least critical): **{self.order_text}**", ""]
+        return "\n".join(lines)
+
+
+def compute_result(model: str, dataset: str, distill: str, teacher_workdir: str,
+                   stage_models, accuracies) -> CriticalityResult:
+    """Criticality values and order from per-stage accuracies (%)."""
+    relus = count(base_spec(model, dataset)).stage_relus
+    values = criticality(list(accuracies), list(relus))
+    return CriticalityResult(model=model, dataset=dataset, distill=distill,
+                             teacher_workdir=teacher_workdir, stage_models=tuple(stage_models),
+                             relus=tuple(relus), accuracies=tuple(float(a) for a in accuracies),
+                             values=tuple(values), order=criticality_order(values))
+
+
+def load_result(workdir: str | pathlib.Path) -> CriticalityResult | None:
+    """The result written by an earlier :func:`measure_criticality`, if any."""
+    path = pathlib.Path(workdir) / RESULT_JSON
+    if not path.is_file():
+        return None
+    return CriticalityResult.from_dict(json.loads(path.read_text()))
+
+
+def measure_criticality(config: ml_collections.ConfigDict, model: str,
+                        workdir: str | pathlib.Path, teacher_workdir: str | None = None,
+                        log: Log = print) -> CriticalityResult:
+    """Train the per-stage networks (resuming; finished ones skipped) and write the result.
+
+    Args:
+      config: training config (its ``dataset`` and recipe are used for every stage run).
+      model: model string of the base network, e.g. ``hrn-2x2x2x:m=4``.
+      workdir: where ``stage_Sk/``, ``criticality.json`` and ``criticality.md`` go.
+      teacher_workdir: a finished teacher run for KD; ``None`` trains with plain CE.
+    """
+    workdir = pathlib.Path(workdir)
+    teacher_model = check_teacher(teacher_workdir) if teacher_workdir else ""
+    distill = "kd" if teacher_workdir else "none"
+    jobs = stage_jobs(model, config.dataset, workdir, distill, str(teacher_workdir or ""),
+                      teacher_model)
+    accuracies = []
+    for i, job in enumerate(jobs, start=1):
+        log(f"[criticality {i}/{len(jobs)}] {job.label}")
+        summary = run_job(config, job, log)
+        accuracies.append(100.0 * float(summary["test_accuracy"]))
+    result = compute_result(model, config.dataset, distill, str(teacher_workdir or ""),
+                            [j.model for j in jobs], accuracies)
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / RESULT_JSON).write_text(json.dumps(result.as_dict(), indent=2) + "\n")
+    (workdir / RESULT_MD).write_text(result.markdown())
+    return result
