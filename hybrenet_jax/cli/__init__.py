@@ -15,7 +15,10 @@ from typing import Sequence
 from hybrenet_jax.errors import HybrenetError
 
 #: Verb modules in the order ``--help`` lists them.
-VERBS: tuple[str, ...] = ("count", "summary", "design", "plan", "cost", "pareto", "plot_distribution", "export", "criticality", "deepreshape", "deepreduce", "snl")
+VERBS: tuple[str, ...] = (
+    "count", "summary", "design", "plan", "cost", "pareto", "plot_distribution", "export",
+    "criticality", "deepreshape", "deepreduce", "snl",
+)
 
 EPILOG = """examples:
   hybrenet count resnet18 hrn-5x5x3x wrn22x8

@@ -178,8 +178,14 @@ def load_variables(workdir: str | pathlib.Path, which: str | int = "latest"
     directory = workdir / sub
     if not directory.is_dir():
         raise CheckpointError(f"no {sub}/ directory in {workdir}: is this a training workdir?")
-    manager = ocp.CheckpointManager(
-        directory.absolute(), options=ocp.CheckpointManagerOptions(read_only=True, create=False))
+    absl_log = logging.getLogger("absl")
+    level = absl_log.level
+    absl_log.setLevel(logging.ERROR)  # orbax warns that a read-only manager is read-only
+    try:
+        manager = ocp.CheckpointManager(directory.absolute(), options=ocp.CheckpointManagerOptions(
+            read_only=True, create=False))
+    finally:
+        absl_log.setLevel(level)
     if isinstance(which, int):
         if which not in manager.all_steps():
             raise CheckpointError(f"no checkpoint at step {which} in {directory}; available: "
