@@ -142,3 +142,37 @@ def test_no_pickle_or_eval_in_the_library():
     offenders = [str(p.relative_to(ROOT)) for p in (ROOT / "hybrenet_jax").rglob("*.py")
                  if pattern.search(p.read_text())]
     assert offenders == []
+
+
+# -- config overrides (the pipeline verbs' --config.a.b=v) ----------------------------------
+FIELD = st.sampled_from(["seed", "batch_size", "learning_rate", "model", "flip", "distill.kind",
+                         "distill.temperature", "distill", "bogus", "distill.bogus", "seed.x", ""])
+VALUE = st.one_of(st.integers(-5, 500).map(str), st.floats(-1e3, 1e3).map(repr),
+                  st.sampled_from(["true", "false", "abc", "", "hrn-2x2x2x:m=4", "1e-3"]))
+
+
+@FUZZ
+@given(FIELD, VALUE)
+def test_config_overrides_apply_with_the_field_type_or_fail_clearly(field, value):
+    from configs.default import get_config
+    from hybrenet_jax.pipeline.configfile import apply_overrides
+
+    config = get_config()
+    before = config.to_dict()
+    try:
+        apply_overrides(config, [f"{field}={value}"])
+    except HybrenetError as err:
+        assert str(err)
+        assert config.to_dict() == before  # a rejected override changes nothing
+        return
+    target, leaf = config, field
+    for part in field.split(".")[:-1]:
+        target = target[part]
+    leaf = field.split(".")[-1]
+    assert type(target[leaf]) is type(_lookup(before, field))  # the field keeps its type
+
+
+def _lookup(tree, dotted):
+    for part in dotted.split("."):
+        tree = tree[part]
+    return tree
