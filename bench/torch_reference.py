@@ -1,0 +1,277 @@
+"""PyTorch reference implementation of our networks, written for the throughput benchmark.
+
+The modules are the usual CIFAR ResNet code (as the SNL / DeepReDuce code bases train these
+networks): a 3x3 stem conv-BN-ReLU, post-activation BasicBlocks
+``conv-BN-ReLU-conv-BN (+ shortcut) -ReLU`` with a 1x1 conv-BN projection shortcut where the
+shape changes, global average pooling and a linear classifier; WideResNets use
+pre-activation blocks. NCHW layout, float32 parameters, ``nn.BatchNorm2d`` with momentum 0.1
+(= Flax's 0.9) and eps 1e-5.
+
+Widths, depths and every ReLU decision come from our description: the blocks are built from
+:func:`hybrenet_jax.architecture.expand` of the :class:`~hybrenet_jax.netspec.NetSpec`, so a
+culled/thinned ReLU is the identity here too and a ReLU-reuse (Re2) conv is the grouped layout
+of :func:`~hybrenet_jax.architecture.reuse_split` / :meth:`Conv.group_convs`: channels
+``[reuse | relu | linear]``, one dense conv per group, the reuse group the identity or a strided
+1x1 conv, the ReLU only on the relu group whose output is added onto the first channels of the
+linear group. Parameter counts equal ``counts.count(spec).params`` (tested).
+
+The training step is eager PyTorch: ``zero_grad``, forward, cross-entropy, ``backward``,
+``torch.optim.SGD(momentum=0.9, weight_decay=5e-4)`` -- or the same with the model wrapped in
+``torch.compile``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from hybrenet_jax.architecture import (BatchNorm, Block, Conv, Dense, Pool, ReluSite, expand,
+                                       reuse_split)
+from hybrenet_jax.netspec import NetSpec
+
+LEARNING_RATE = 0.1
+MOMENTUM = 0.9
+WEIGHT_DECAY = 5e-4
+
+
+class Relu(nn.Module):
+    """One ReLU position: identity when culled/thinned; only the relu group under reuse."""
+
+    def __init__(self, site: ReluSite):
+        super().__init__()
+        self.kept = site.kept
+        self.reuse = site.reuse
+        self.split = reuse_split(site.channels, site.reuse)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.kept:
+            return x
+        if self.reuse == 1:
+            return F.relu(x)
+        r, p, _ = self.split
+        xr, xp, xl = x[:, :r], x[:, r:r + p], x[:, r + p:]
+        a = F.relu(xp)
+        xl = torch.cat([xl[:, :p] + a, xl[:, p:]], dim=1)
+        return torch.cat([xr, a, xl], dim=1)
+
+
+def _conv2d(cin: int, cout: int, k: int, stride: int) -> nn.Conv2d:
+    return nn.Conv2d(cin, cout, k, stride=stride, padding=k // 2, bias=False)
+
+
+class ReuseConv2d(nn.Module):
+    """Re2 grouped conv: each channel group convolves its own input channels."""
+
+    def __init__(self, c: Conv):
+        super().__init__()
+        r_in, p_in, l_in = reuse_split(c.in_ch, c.reuse)
+        r_out, p_out, l_out = reuse_split(c.out_ch, c.reuse)
+        self.in_split = (r_in, p_in, l_in)
+        self.reuse_conv = None
+        self.has_reuse = r_out > 0
+        if r_out and c.reuse_needs_projection:
+            self.reuse_conv = _conv2d(r_in, r_out, 1, c.stride)
+        self.relu_group = _conv2d(p_in, p_out, c.kernel, c.stride)
+        self.linear_group = _conv2d(l_in, l_out, c.kernel, c.stride)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        r, p, _ = self.in_split
+        xr, xp, xl = x[:, :r], x[:, r:r + p], x[:, r + p:]
+        parts = []
+        if self.has_reuse:
+            parts.append(self.reuse_conv(xr) if self.reuse_conv is not None else xr)
+        parts.append(self.relu_group(xp))
+        parts.append(self.linear_group(xl))
+        return torch.cat(parts, dim=1)
+
+
+def make_layer(record) -> nn.Module:
+    """The torch module of one layer record of :func:`expand`."""
+    if isinstance(record, Conv):
+        if record.reuse > 1:
+            return ReuseConv2d(record)
+        return _conv2d(record.in_ch, record.out_ch, record.kernel, record.stride)
+    if isinstance(record, BatchNorm):
+        return nn.BatchNorm2d(record.channels, eps=1e-5, momentum=0.1)
+    if isinstance(record, ReluSite):
+        return Relu(record)
+    if isinstance(record, Pool):
+        if record.kind == "global":
+            return nn.AdaptiveAvgPool2d(1)
+        return nn.AvgPool2d(2, 2)
+    if isinstance(record, Dense):
+        return nn.Sequential(nn.Flatten(), nn.Linear(record.in_features, record.out_features))
+    raise TypeError(f"no torch layer for {record!r}")
+
+
+class BasicBlock(nn.Module):
+    """Post-activation residual block: ``after_add(main(x) + shortcut(x))``."""
+
+    def __init__(self, block: Block):
+        super().__init__()
+        self.main = nn.Sequential(*[make_layer(r) for r in block.main])
+        self.shortcut = nn.Sequential(*[make_layer(r) for r in block.shortcut])
+        self.after_add = nn.Sequential(*[make_layer(r) for r in block.after_add])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.after_add(self.main(x) + self.shortcut(x))
+
+
+class PreActBlock(nn.Module):
+    """Pre-activation (WideResNet) block; the projection shortcut reads the activated input."""
+
+    def __init__(self, block: Block):
+        super().__init__()
+        self.pre = nn.Sequential(*[make_layer(r) for r in block.main[:2]])
+        self.main = nn.Sequential(*[make_layer(r) for r in block.main[2:]])
+        self.shortcut = (nn.Sequential(*[make_layer(r) for r in block.shortcut])
+                         if block.shortcut else None)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a = self.pre(x)
+        s = self.shortcut(a) if self.shortcut is not None else x
+        return self.main(a) + s
+
+
+class PlainBlock(nn.Module):
+    """A stem, a head or a final BN-ReLU: its layers in sequence."""
+
+    def __init__(self, block: Block):
+        super().__init__()
+        self.main = nn.Sequential(*[make_layer(r) for r in block.main])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.main(x)
+
+
+class ReferenceNet(nn.Module):
+    """The torch network of a ResNet-family or WRN-family spec (NCHW input)."""
+
+    def __init__(self, spec: NetSpec):
+        super().__init__()
+        if spec.family not in ("resnet", "wrn"):
+            raise ValueError(f"the torch reference covers the resnet and wrn families, "
+                             f"not {spec.family!r}")
+        self.spec = spec
+        kinds = {"basic": BasicBlock, "preact": PreActBlock}
+        self.blocks = nn.ModuleList(
+            kinds.get(b.kind, PlainBlock)(b) for b in expand(spec).blocks)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for block in self.blocks:
+            x = block(x)
+        return x
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Trainable parameters (conv and linear weights, biases, BN scale and shift)."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+# -- loading our variables (for the equivalence test) -----------------------------------------
+def _named_layers(model: ReferenceNet):
+    """``(record, torch module)`` for every layer, in :func:`expand` order."""
+    for record_block, module in zip(expand(model.spec).blocks, model.blocks):
+        if isinstance(module, BasicBlock):
+            groups = [(record_block.main, module.main), (record_block.shortcut, module.shortcut),
+                      (record_block.after_add, module.after_add)]
+        elif isinstance(module, PreActBlock):
+            groups = [(record_block.main[:2], module.pre), (record_block.main[2:], module.main),
+                      (record_block.shortcut, module.shortcut or ())]
+        else:
+            groups = [(record_block.main, module.main)]
+        for records, modules in groups:
+            yield from zip(records, modules)
+
+
+def _set(param: torch.Tensor, value: np.ndarray) -> None:
+    value = torch.from_numpy(np.array(value, dtype=np.float32, copy=True))
+    if tuple(param.shape) != tuple(value.shape):
+        raise ValueError(f"shape {tuple(value.shape)} does not fit {tuple(param.shape)}")
+    with torch.no_grad():
+        param.copy_(value)
+
+
+def _set_conv(conv: nn.Conv2d, kernel_hwio: np.ndarray) -> None:
+    _set(conv.weight, np.transpose(np.asarray(kernel_hwio), (3, 2, 0, 1)))
+
+
+def load_flax_variables(model: ReferenceNet, variables: Mapping[str, Any]) -> None:
+    """Copy Flax variables (``params``/``batch_stats`` of our model) into the torch model."""
+    params, stats = variables["params"], variables.get("batch_stats", {})
+    for record, module in _named_layers(model):
+        if isinstance(record, Conv):
+            p = params[record.name]
+            if isinstance(module, ReuseConv2d):
+                _set_conv(module.relu_group, p["relu_group"]["kernel"])
+                _set_conv(module.linear_group, p["linear_group"]["kernel"])
+                if module.reuse_conv is not None:
+                    _set_conv(module.reuse_conv, p["reuse"]["kernel"])
+            else:
+                _set_conv(module, p["kernel"])
+        elif isinstance(record, BatchNorm):
+            _set(module.weight, params[record.name]["scale"])
+            _set(module.bias, params[record.name]["bias"])
+            _set(module.running_mean, stats[record.name]["mean"])
+            _set(module.running_var, stats[record.name]["var"])
+        elif isinstance(record, Dense):
+            linear = module[1]
+            _set(linear.weight, np.asarray(params[record.name]["kernel"]).T)
+            _set(linear.bias, params[record.name]["bias"])
+
+
+# -- the training step ----------------------------------------------------------------------
+class TorchStep:
+    """One eager (or ``torch.compile``-d) SGD training step on a fixed batch."""
+
+    def __init__(self, spec: NetSpec, batch: int, compile: bool = False, device: str = "cpu",
+                 dtype: str = "float32", seed: int = 0, channels_last: bool = False):
+        torch.manual_seed(seed)
+        self.device = torch.device(device)
+        self.model = ReferenceNet(spec).to(self.device)
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        self.model = self.model.to(memory_format=self.memory_format)
+        self.forward = torch.compile(self.model) if compile else self.model
+        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=LEARNING_RATE,
+                                         momentum=MOMENTUM, weight_decay=WEIGHT_DECAY)
+        gen = np.random.default_rng(seed)
+        x = gen.standard_normal((batch, spec.in_channels, spec.input_size, spec.input_size),
+                                dtype=np.float32)
+        y = gen.integers(0, spec.classes, batch)
+        self.x = torch.from_numpy(x).to(self.device).contiguous(memory_format=self.memory_format)
+        self.y = torch.from_numpy(y).to(self.device)
+        self.autocast = dtype == "bfloat16"
+        self.model.train()
+        self._loss: torch.Tensor | None = None
+
+    def run(self) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
+            logits = self.forward(self.x)
+        loss = F.cross_entropy(logits.float(), self.y)
+        loss.backward()
+        self.optimizer.step()
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+        self._loss = loss
+
+    def loss(self) -> float:
+        return float(self._loss.detach()) if self._loss is not None else float("nan")
+
+    def extra(self) -> dict:
+        """torch.compile's graph counters (how often dynamo compiled), else nothing."""
+        if self.forward is self.model:
+            return {}
+        from torch._dynamo.utils import counters
+
+        return {"dynamo_" + k: v for k, v in counters["stats"].items()}
+
+
+def versions() -> dict[str, str]:
+    """torch version and its CPU math back-end facts."""
+    return {"torch": torch.__version__, "torch_threads": str(torch.get_num_threads()),
+            "mkldnn": str(torch.backends.mkldnn.is_available())}
