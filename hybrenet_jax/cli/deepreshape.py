@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 from hybrenet_jax.pipeline.cliargs import add_plan_arguments, add_training_arguments
 
@@ -62,7 +61,6 @@ def run(args: argparse.Namespace) -> int:
     from hybrenet_jax.pipeline import cliargs, runner  # noqa: PLC0415
     from hybrenet_jax.pipeline.deepreshape import (  # noqa: PLC0415
         base_network, parse_reuse_factors, plan_deepreshape)
-    from hybrenet_jax.pipeline.jobs import Preempted  # noqa: PLC0415
     from hybrenet_jax.pipeline.planning import parse_budgets  # noqa: PLC0415
 
     config = cliargs.resolve_config(args)
@@ -83,17 +81,4 @@ def run(args: argparse.Namespace) -> int:
                                 networks=args.networks, top=args.top)
 
     planned = plan(order) if order is not None else None
-    if args.dry_run:
-        rows = runner.dry_run_rows(config, planned.variants if planned else [], options,
-                                   crit if planned is None else None)
-        cliargs.print_plan(rows, cliargs.plan_notes(planned), args.json)
-        return 0
-    try:
-        with cliargs.training_chatter_to_stderr():
-            records = runner.run_pipeline(config, options, planned, plan, crit, "deepreshape",
-                                          cliargs.progress_log())
-    except Preempted as stop:
-        print(f"hybrenet deepreshape: {stop}", file=sys.stderr)
-        return 0
-    cliargs.print_records(records, options.results.path, args.json)
-    return 0
+    return cliargs.execute_plan("deepreshape", args, config, options, planned, plan, crit)

@@ -153,3 +153,25 @@ def print_records(records, results_path: pathlib.Path, as_json: bool) -> None:
                          f"{r['flops'] / 1e6:,.1f}", f"{r['accuracy']:.2f}", r["distill"])
                         for r in records]))
     print(f"results: {results_path} (feed it to `hybrenet pareto`)")
+
+
+def execute_plan(verb: str, args: argparse.Namespace, config, options, planned, plan,
+                 crit) -> int:
+    """Shared tail of ``deepreshape``/``deepreduce``: print the dry-run plan, or train it."""
+    from hybrenet_jax.pipeline import runner  # noqa: PLC0415 (imports JAX)
+    from hybrenet_jax.pipeline.jobs import Preempted  # noqa: PLC0415
+
+    if args.dry_run:
+        rows = runner.dry_run_rows(config, planned.variants if planned else [], options,
+                                   crit if planned is None else None)
+        print_plan(rows, plan_notes(planned), args.json)
+        return 0
+    try:
+        with training_chatter_to_stderr():
+            records = runner.run_pipeline(config, options, planned, plan, crit, verb,
+                                          progress_log())
+    except Preempted as stop:
+        print(f"hybrenet {verb}: {stop}", file=sys.stderr)
+        return 0
+    print_records(records, options.results.path, args.json)
+    return 0
