@@ -16,6 +16,7 @@ import math
 import os
 import pathlib
 import signal
+import tempfile
 import time
 
 import jax
@@ -100,9 +101,9 @@ def _prepare_workdir(workdir: str | os.PathLike) -> pathlib.Path:
     path = pathlib.Path(workdir)
     try:
         path.mkdir(parents=True, exist_ok=True)
-        probe = path / ".write_test"
-        probe.write_text("ok")
-        probe.unlink()
+        # unique per process: the processes of a multi-host run share one workdir
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".write_test"):
+            pass
     except OSError as err:
         raise TrainingError(f"workdir {path} is not writable: {err.strerror or err}") from None
     return path
