@@ -31,6 +31,9 @@ FIRST_STEP_RTOL = 1e-5
 
 
 def _child(network: str, batch: int, steps: int) -> dict:
+    from hybrenet_jax.runtime import configure_xla
+
+    configure_xla()
     import jax
 
     from bench.ours import build_step, synthetic_batch

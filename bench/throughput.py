@@ -3,6 +3,7 @@
     python -m bench.throughput                        # CPU: all networks, batch 128
     python -m bench.throughput --networks resnet18 --steps 10 --json
     python -m bench.throughput --fast-conv            # also our step with hybrenet_jax.fastconv
+    python -m bench.throughput --no-plain-xla         # skip our step without our XLA flags
     python -m bench.throughput --variant 'noynn=--xla_cpu_experimental_ynn_fusion_type='
     python -m bench.throughput --device gpu --peak-tflops 989   # bf16 and f32, batch 128/512/1024
     python -m bench.throughput --write-docs           # regenerate docs/benchmarks.md
@@ -32,6 +33,7 @@ from typing import Any
 
 from bench.timing import median, spread
 from bench.worker import Worker
+from hybrenet_jax.runtime import OPT_OUT
 
 CPU_NETWORKS = (
     "resnet18",
@@ -108,6 +110,9 @@ def _implementations(args, network: str, batch: int, dtype: str) -> list[tuple[s
     impls = [("ours", {**common, "impl": "ours"}, jax_env)]
     if args.fast_conv:
         impls.append(("ours_fastconv", {**common, "impl": "ours", "fast_conv": True}, jax_env))
+    if args.device == "cpu" and args.plain_xla:
+        impls.append(("plain_xla", {**common, "impl": "ours"},
+                      {**jax_env, OPT_OUT: "0"}))
     for label, fast, flags in args.variant:
         impls.append((label, {**common, "impl": "ours", "fast_conv": fast},
                       {**jax_env, "XLA_FLAGS": f"{args.xla_flags} {flags}".strip()}))
@@ -254,6 +259,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--device", choices=("cpu", "gpu"), default="cpu")
     parser.add_argument("--peak-tflops", type=float, default=None,
                         help="peak FLOP/s of the device in TFLOP/s, for MFU")
+    parser.add_argument("--no-plain-xla", dest="plain_xla", action="store_false",
+                        help="skip the baseline of our step without hybrenet_jax.runtime's "
+                             "XLA flags (timed as variant 'plain_xla' on CPU by default)")
     parser.add_argument("--fast-conv", action="store_true",
                         help="also time our step with hybrenet_jax.fastconv (monkeypatched)")
     parser.add_argument("--variant", action="append", type=_parse_variant, default=[],

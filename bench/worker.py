@@ -37,6 +37,9 @@ def _say(obj: dict) -> None:
 def _build(config: dict):
     impl = config["impl"]
     if impl == "ours":
+        from hybrenet_jax.runtime import configure_xla
+
+        configure_xla()  # the XLA flags launch.train and the CLI use (opt out: plain_xla)
         import jax
 
         from bench.ours import build_step

@@ -130,8 +130,11 @@ class Network(nn.Module):
                 return ReuseConv(record, self.dtype, name=record.name)
             return _conv(record.out_ch, record.kernel, record.stride, self.dtype, record.name)
         if isinstance(record, BatchNorm):
+            # two-pass variance: E[x^2]-E[x]^2 cancels badly in float32 and made the batch
+            # statistics depend on how the batch is split over devices
             return nn.BatchNorm(use_running_average=not train, momentum=BN_MOMENTUM,
-                                epsilon=BN_EPSILON, dtype=self.dtype, name=record.name)
+                                epsilon=BN_EPSILON, dtype=self.dtype, use_fast_variance=False,
+                                name=record.name)
         if isinstance(record, ReluSite):
             return ReluGate(record, self.mask_granularity, self.learnable_masks,
                             name=record.name)

@@ -15,6 +15,10 @@ import sys
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow (tfds, TensorBoard) is chatty
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")  # TF computes nothing for us; quiets its banner
 
+from hybrenet_jax.runtime import configure_xla  # noqa: E402  (imports no JAX)
+
+configure_xla()  # before any JAX backend starts: XLA reads XLA_FLAGS once
+
 from absl import flags
 from ml_collections import config_flags
 

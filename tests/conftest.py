@@ -14,6 +14,10 @@ SHARED = ROOT.parent / "shared"
 if str(ROOT) not in sys.path:  # configs/ and launch/ are importable from the repo root
     sys.path.insert(0, str(ROOT))
 
+from hybrenet_jax.runtime import configure_xla  # noqa: E402
+
+configure_xla()  # in-process tests run with the XLA flags our entry points use
+
 
 def tiny_config(**overrides):
     """The default digits config shrunk for tests (tiny model, few steps, quiet)."""

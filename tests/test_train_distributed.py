@@ -9,6 +9,7 @@ import pytest
 
 import jax
 from conftest import run_launch
+from hybrenet_jax.runtime import EIGEN_CONVOLUTIONS
 from hybrenet_jax.train.checkpoint import load_variables
 
 FLAGS = ["--config.model=hrn-2x2x2x:m=4", "--config.batch_size=32", "--config.total_steps=4",
@@ -29,7 +30,11 @@ def test_eight_simulated_devices_match_one_device(tmp_path):
                        env={"XLA_FLAGS": "--xla_force_host_platform_device_count=8"})
     assert eight.returncode == 0, eight.stderr[-2000:]
     import json
-    assert json.loads((tmp_path / "eight" / "summary.json").read_text())["devices"] == 8
+    summary = json.loads((tmp_path / "eight" / "summary.json").read_text())
+    assert summary["devices"] == 8
+    # launch.train adds hybrenet_jax.runtime's flag to the user's XLA_FLAGS, keeping theirs
+    assert summary["xla_flags"].split() == ["--xla_force_host_platform_device_count=8",
+                                            EIGEN_CONVOLUTIONS]
     a, _ = load_variables(tmp_path / "one")
     b, _ = load_variables(tmp_path / "eight")
     for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):

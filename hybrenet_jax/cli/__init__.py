@@ -13,6 +13,7 @@ import sys
 from typing import Sequence
 
 from hybrenet_jax.errors import HybrenetError
+from hybrenet_jax.runtime import configure_xla
 
 #: Verb modules in the order ``--help`` lists them.
 VERBS: tuple[str, ...] = (
@@ -76,4 +77,5 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def run() -> None:
     """Console-script entry point."""
+    configure_xla()  # verbs that train or trace start a JAX backend later
     sys.exit(main())

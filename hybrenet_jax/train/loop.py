@@ -351,6 +351,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
         "params_digest": params_digest(state),
         "devices": jax.device_count(),
         "processes": jax.process_count(),
+        "backend": jax.default_backend(),
+        "xla_flags": os.environ.get("XLA_FLAGS", ""),
     }
     if main_process:
         tmp = workdir / "summary.json.tmp"
