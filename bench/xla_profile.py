@@ -186,14 +186,18 @@ def main(argv: list[str] | None = None) -> int:
     os.environ["JAX_PLATFORMS"] = "cpu"
     os.environ["XLA_FLAGS"] = (f"{args.xla_flags} --xla_dump_to={dump} "
                                "--xla_dump_hlo_module_re=.*jit_step.*").strip()
+    from hybrenet_jax.runtime import configure_xla
+
+    configure_xla()  # profile the step as the project runs it (HYBRENET_XLA_DEFAULTS=0: plain)
     result = profile(args.network, args.batch, args.steps, args.fast_conv, args.top)
+    flags = " ".join(f for f in os.environ["XLA_FLAGS"].split() if not f.startswith("--xla_dump"))
     result.update(network=args.network, batch=args.batch, fast_conv=args.fast_conv,
-                  xla_flags=args.xla_flags)
+                  xla_flags=flags)
     if args.json:
         print(json.dumps(result))
         return 0
     title = f"{args.network}, batch {args.batch}" + (", fastconv" if args.fast_conv else "") + \
-        (f", XLA_FLAGS `{args.xla_flags}`" if args.xla_flags else "")
+        (f", XLA_FLAGS `{flags}`" if flags else "")
     print(markdown(result, title))
     print("\nbusiest thunks:")
     for t in result["top"]:
