@@ -23,11 +23,13 @@ import sys
 from bench.worker import PREFIX
 
 DEVICE_COUNTS = (1, 2, 4, 8)
-#: Relative loss difference accepted between device counts. The first step's loss must agree
-#: to float32 rounding; later ones drift further (a different reduction order of the sharded
-#: gradients and BN statistics, amplified by SGD at lr 0.1 on random data): ~4e-4 after 4 steps.
-LOSS_RTOL = 1e-3
-FIRST_STEP_RTOL = 1e-5
+#: The check: the losses of the first EARLY_STEPS steps (the initial forward pass, then the
+#: loss after one sharded gradient update) must agree to float32 rounding on every device count.
+#: Later steps are reported as drift, not checked: on random labels at lr 0.1 a rounding
+#: difference (another reduction order of the sharded gradients and BN statistics) grows
+#: several-fold per step (1e-6 after one update, ~1e-3 after three).
+EARLY_STEPS = 2
+EARLY_RTOL = 1e-5
 
 
 def _child(network: str, batch: int, steps: int) -> dict:
@@ -101,15 +103,17 @@ def agreement(runs: list[dict]) -> dict:
         return abs(a - b) / max(abs(a), 1e-12)
 
     worst = max((rel(a, b) for r in ok for a, b in zip(base, r["losses"])), default=0.0)
-    first = max((rel(base[0], r["losses"][0]) for r in ok if base and r["losses"]),
+    early = max((rel(a, b) for r in ok for a, b in zip(base[:EARLY_STEPS],
+                                                          r["losses"][:EARLY_STEPS])),
                 default=0.0)
     return {"max_relative_loss_difference": worst if len(ok) > 1 else None,
-            "first_step_relative_difference": first if len(ok) > 1 else None,
-            "losses_agree": (len(ok) == len(runs) and len(ok) > 1 and worst <= LOSS_RTOL
-                             and first <= FIRST_STEP_RTOL
+            "early_relative_difference": early if len(ok) > 1 else None,
+            "losses_agree": (len(ok) == len(runs) and len(ok) > 1
+                             and all(len(r["losses"]) >= EARLY_STEPS for r in ok)
+                             and early <= EARLY_RTOL
                              and all(r["traces"] == 1 for r in ok)
                              and all(r["batch_devices"] == r["devices"] for r in ok)),
-            "loss_rtol": LOSS_RTOL, "first_step_rtol": FIRST_STEP_RTOL}
+            "early_steps": EARLY_STEPS, "early_rtol": EARLY_RTOL}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -33,7 +33,7 @@ from typing import Any
 
 from bench.timing import median, spread
 from bench.worker import Worker
-from hybrenet_jax.runtime import OPT_OUT
+from hybrenet_jax.runtime import OPT_OUT, configure_xla
 
 CPU_NETWORKS = (
     "resnet18",
@@ -82,7 +82,15 @@ def machine_info() -> dict[str, Any]:
         "python": platform.python_version(),
         "versions": {p: _version(p) for p in ("jax", "jaxlib", "flax", "optax", "torch")},
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
+        "ours_xla_flags": _ours_xla_flags(),
     }
+
+
+def _ours_xla_flags() -> str:
+    """XLA_FLAGS our workers run with: this run's plus hybrenet_jax.runtime's defaults."""
+    env = dict(os.environ)
+    configure_xla(env)
+    return env.get("XLA_FLAGS", "")
 
 
 def torch_available() -> bool:

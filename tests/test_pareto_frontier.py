@@ -10,6 +10,7 @@ import pytest
 from hybrenet_jax.report.frontier import (METRICS, accuracy_at_cost, compare, cost_at_accuracy,
                                           pareto_front)
 from hybrenet_jax.report.points import (OURS, Point, load_published, load_results,
+                                        point_from_record,
                                         published_model_string)
 
 RELUS = METRICS["relus"]
@@ -85,6 +86,16 @@ def test_load_results_keeps_good_lines_and_reports_bad_ones(tmp_path):
     assert "mnist" in problems[2] and "accepted" in problems[2]
     assert "above 100" in problems[3]
     assert "JSON object" in problems[4]
+
+
+def test_accuracy_scale_comes_from_the_field_name_not_the_value():
+    base = {"model": "resnet18", "dataset": "cifar100", "relus": 1, "flops": 1}
+    # a broken run at 0.8% top-1 stays at 0.8%, and a fraction is read as one
+    assert point_from_record({**base, "accuracy": 0.8}, "x").accuracy == pytest.approx(0.8)
+    assert point_from_record({**base, "test_accuracy": 0.008}, "x").accuracy == pytest.approx(0.8)
+    assert point_from_record({**base, "accuracy": 1.0}, "x").accuracy == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="test_accuracy=80.*fraction"):
+        point_from_record({**base, "test_accuracy": 80}, "x")
 
 
 @pytest.mark.parametrize("backbone, config, expected", [

@@ -1,7 +1,7 @@
 """Accuracy/cost points for Pareto reports: our ``results.jsonl`` files and published rows.
 
 Our results: one JSON object per line with ``model`` (model string), ``dataset``, ``relus``,
-``flops``, ``accuracy`` (percent, or a fraction <= 1) or ``test_accuracy`` (fraction), and
+``flops``, ``accuracy`` (percent, 0-100) or ``test_accuracy`` (a fraction, 0-1), and
 optionally ``distill`` and ``latency_seconds``. Lines that do not parse are returned as
 problems (``path:line: reason``) and skipped; the good lines are kept.
 
@@ -65,13 +65,18 @@ def _number(value, field: str, minimum: float = 0.0, strict: bool = False) -> fl
     return float(value)
 
 
-def accuracy_percent(value, field: str) -> float:
-    """Accuracy as a percentage: values <= 1 are read as fractions, others as percent."""
+def accuracy_percent(value, field: str, fraction: bool = False) -> float:
+    """Accuracy as a percentage; ``fraction=True`` reads ``value`` on the 0-1 scale.
+
+    The scale comes from the field's name, never from the value: a broken run at 0.8% top-1
+    must not be read as 80%.
+    """
     acc = _number(value, field)
-    acc = acc * 100 if acc <= 1 else acc
-    if acc > 100:
-        raise ValueError(f"{field}={value!r} is above 100%; give percent (0-100) or a fraction")
-    return acc
+    top = 1.0 if fraction else 100.0
+    if acc > top:
+        raise ValueError(f"{field}={value!r} is above {top:g}; {field} is "
+                         + ("a fraction (0-1)" if fraction else "a percentage (0-100)"))
+    return acc * 100 if fraction else acc
 
 
 def point_from_record(rec: object, origin: str) -> Point:
@@ -91,9 +96,9 @@ def point_from_record(rec: object, origin: str) -> Point:
     if "accuracy" in rec:
         acc = accuracy_percent(rec["accuracy"], "accuracy")
     elif "test_accuracy" in rec:
-        acc = accuracy_percent(rec["test_accuracy"], "test_accuracy")
+        acc = accuracy_percent(rec["test_accuracy"], "test_accuracy", fraction=True)
     else:
-        raise ValueError("missing 'accuracy' (percent or fraction) or 'test_accuracy'")
+        raise ValueError("missing 'accuracy' (percent, 0-100) or 'test_accuracy' (fraction, 0-1)")
     latency = rec.get("latency_seconds")
     if latency is not None:
         latency = _number(latency, "latency_seconds", strict=True)
