@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import pathlib
 
 import numpy as np
 import pytest
@@ -115,3 +116,14 @@ def test_report_renders_saved_report(tmp_path, capsys):
     assert "**2.00x**" in text and "boom" in text and report.BEGIN in text
     assert "ours/eager 2.00x" in capsys.readouterr().out
 
+
+
+def test_docs_tables_are_the_committed_raw_report():
+    """docs/benchmarks.md's generated section is exactly what bench/results/ renders to."""
+    root = pathlib.Path(__file__).resolve().parents[1]
+    raw = sorted((root / "bench" / "results").glob("*.json"))
+    assert raw, "bench/results/ holds the raw report behind docs/benchmarks.md"
+    docs = (root / "docs" / "benchmarks.md").read_text()
+    section = docs[docs.index(report.BEGIN):docs.index(report.END) + len(report.END)]
+    rendered = report.generated_markdown(json.loads(raw[-1].read_text())).strip()
+    assert section.strip() == rendered
