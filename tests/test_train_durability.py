@@ -14,7 +14,8 @@ import pytest
 
 from conftest import run_launch, tiny_config
 from hybrenet_jax.train import train_and_evaluate
-from hybrenet_jax.train.checkpoint import CheckpointError, load_variables
+from hybrenet_jax.train.checkpoint import (MANIFEST, CheckpointError, check_manifest,
+                                           load_variables)
 
 FLAGS = ["--config.model=hrn-2x2x2x:m=4", "--config.batch_size=32", "--config.total_steps=30",
          "--config.checkpoint_every_steps=3", "--config.eval_every_steps=15"]
@@ -95,3 +96,35 @@ def test_no_intact_checkpoint_is_a_clear_error(tmp_path):
         load_variables(tmp_path)
     with pytest.raises(CheckpointError, match="is this a training workdir"):
         load_variables(tmp_path / "nowhere")
+
+
+def test_every_finished_checkpoint_has_a_manifest_that_catches_a_flipped_byte(tmp_path):
+    train_and_evaluate(tiny_config(total_steps=4, checkpoint_every_steps=2, checkpoint_keep=2,
+                                   async_checkpointing=True), tmp_path)
+    for step in (2, 4):
+        assert check_manifest(tmp_path / "checkpoints" / str(step))  # present and intact
+    assert check_manifest(next((tmp_path / "best").iterdir()))
+    victim = max((p for p in (tmp_path / "checkpoints" / "4").rglob("*") if p.is_file()
+                  and p.name != MANIFEST), key=lambda p: p.stat().st_size)
+    data = bytearray(victim.read_bytes())
+    data[len(data) // 2] ^= 0x01  # same size, one bit different
+    victim.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="SHA-256"):
+        check_manifest(tmp_path / "checkpoints" / "4")
+    _, meta = load_variables(tmp_path)
+    assert meta["step"] == 2
+
+
+@pytest.mark.slow
+def test_resuming_past_a_truncated_checkpoint_prints_one_warning_not_tracebacks(tmp_path):
+    flags = [*FLAGS, "--config.total_steps=6", "--config.checkpoint_every_steps=2"]
+    first = run_launch(tmp_path, *flags)
+    assert first.returncode == 0, first.stderr[-2000:]
+    _truncate_largest_file(tmp_path / "checkpoints" / "6")
+    (tmp_path / "summary.json").unlink()
+    resumed = run_launch(tmp_path, *flags[:-2], "--config.total_steps=8",
+                         "--config.checkpoint_every_steps=2")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "checkpoint step 6" in resumed.stderr and "truncated" in resumed.stderr
+    assert "resumed from step 4" in resumed.stderr
+    assert "Traceback" not in resumed.stderr, resumed.stderr[-3000:]

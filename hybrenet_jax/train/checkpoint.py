@@ -7,14 +7,20 @@ Two :class:`orbax.checkpoint.CheckpointManager` s live in a workdir:
 
 Each checkpoint holds the train state and a JSON ``meta`` item (model string, dataset, step,
 epoch, accuracy, and a SHA-256 digest of the state). Orbax writes to a temporary directory and
-renames it when complete, so a run killed mid-save leaves no half checkpoint; a checkpoint
-damaged later (truncated file) fails to read or fails the digest check, is reported, and the
-next older one is used.
+renames it when complete, so a run killed mid-save leaves no half checkpoint.
+
+Once a save is complete, a manifest (size and SHA-256 of every file) is written into the step
+directory. Reading checks the manifest first, so a checkpoint damaged later (a truncated or
+altered file) is rejected before Orbax reads it; one without a manifest (the run was killed
+between the save and its manifest) is read and checked against the state digest. Either way a
+bad checkpoint is reported and the next older one is used.
 """
 
 from __future__ import annotations
 
 import errno
+import hashlib
+import json
 import logging
 import pathlib
 import time
@@ -32,6 +38,66 @@ log = logging.getLogger(__name__)
 
 class CheckpointError(HybrenetError):
     """No usable checkpoint where one was required, or one that does not fit the model."""
+
+
+MANIFEST = "hybrenet_manifest.json"
+
+
+def _file_digest(path: pathlib.Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _files(step_dir: pathlib.Path) -> list[pathlib.Path]:
+    return sorted(p for p in step_dir.rglob("*") if p.is_file() and p.name != MANIFEST)
+
+
+def write_manifest(step_dir: str | pathlib.Path) -> None:
+    """Record size and SHA-256 of every file of a finished checkpoint (atomically)."""
+    step_dir = pathlib.Path(step_dir)
+    files = {str(p.relative_to(step_dir)): {"bytes": p.stat().st_size, "sha256": _file_digest(p)}
+             for p in _files(step_dir)}
+    tmp = step_dir / f".{MANIFEST}.tmp"
+    tmp.write_text(json.dumps({"files": files}, indent=1, sort_keys=True))
+    tmp.replace(step_dir / MANIFEST)
+
+
+def check_manifest(step_dir: str | pathlib.Path) -> bool:
+    """Whether ``step_dir`` matches its manifest: False if it has none, CheckpointError if not.
+
+    Raises:
+      CheckpointError: a file is missing, has another size or another SHA-256.
+    """
+    step_dir = pathlib.Path(step_dir)
+    path = step_dir / MANIFEST
+    if not path.is_file():
+        return False
+    try:
+        files = json.loads(path.read_text())["files"]
+    except (ValueError, KeyError, TypeError) as err:
+        raise CheckpointError(f"unreadable manifest {path}: {err}") from None
+    for name, expected in sorted(files.items()):
+        file = step_dir / name
+        if not file.is_file():
+            raise CheckpointError(f"file {name} is missing")
+        size = file.stat().st_size
+        if size != expected["bytes"]:
+            raise CheckpointError(f"file {name} has {size} bytes, {expected['bytes']} were "
+                                  "written (truncated or overwritten)")
+        if _file_digest(file) != expected["sha256"]:
+            raise CheckpointError(f"file {name} does not match the SHA-256 written with it")
+    return True
+
+
+def _write_manifests(manager: ocp.CheckpointManager) -> None:
+    """Manifests for the manager's finished checkpoints that have none yet."""
+    for step in manager.all_steps():
+        step_dir = pathlib.Path(manager.directory) / str(step)
+        if step_dir.is_dir() and not (step_dir / MANIFEST).exists():
+            write_manifest(step_dir)
 
 
 def _manager(directory: pathlib.Path, keep: int, best: bool, use_async: bool
@@ -78,12 +144,17 @@ class Checkpointer:
         workdir = pathlib.Path(workdir)
         self.latest = _manager(workdir / "checkpoints", max_to_keep, False, use_async)
         self.best = _manager(workdir / "best", keep_best, True, use_async) if keep_best else None
+        self.use_async = use_async
 
     def save(self, step: int, state: Any, meta: dict, force: bool = False) -> bool:
         """Save ``state`` at ``step`` (with its digest in ``meta``); returns whether it saved."""
         meta = {**meta, "step": int(step), "digest": state_digest(state)}
         try:
-            return self.latest.save(step, args=_save_args(state, meta), force=force)
+            self._seal(self.latest)
+            saved = self.latest.save(step, args=_save_args(state, meta), force=force)
+            if not self.use_async:
+                _write_manifests(self.latest)
+            return saved
         except Exception as err:  # noqa: BLE001 - reported as one clear error
             raise _write_error(err, f"checkpoint step {step} to {self.latest.directory}") from err
 
@@ -94,11 +165,21 @@ class Checkpointer:
         meta = {**meta, "step": int(step), "accuracy": float(accuracy),
                 "digest": state_digest(state)}
         try:
+            self._seal(self.best)
             self.best.save(step, args=_save_args(state, meta),
                            metrics={"accuracy": float(accuracy)}, force=True)
+            if not self.use_async:
+                _write_manifests(self.best)
         except Exception as err:  # noqa: BLE001
             raise _write_error(err, f"best checkpoint step {step} to {self.best.directory}") \
                 from err
+
+    def _seal(self, manager: ocp.CheckpointManager) -> None:
+        """Finish the in-flight async save (Orbax would wait for it anyway before the next
+        one) and write the manifests of every finished checkpoint."""
+        if self.use_async:
+            manager.wait_until_finished()
+        _write_manifests(manager)
 
     def restore_latest(self, abstract_state: Any) -> tuple[Any, dict] | None:
         """Newest intact checkpoint as ``(state, meta)``.
@@ -126,7 +207,7 @@ class Checkpointer:
             if manager is None:
                 continue
             try:
-                manager.wait_until_finished()
+                self._seal(manager)
             except Exception as err:  # noqa: BLE001
                 raise _write_error(err, f"a checkpoint to {manager.directory}") from err
 
@@ -142,6 +223,8 @@ def restore_newest_intact(manager: ocp.CheckpointManager, abstract_state: Any = 
     """Try ``steps`` (default: all, newest first); return the first that reads and verifies."""
     for step in steps if steps is not None else sorted(manager.all_steps(), reverse=True):
         try:
+            # a damaged file is rejected here, before Orbax (whose failing reads are noisy)
+            check_manifest(pathlib.Path(manager.directory) / str(step))
             if abstract_state is not None:
                 state_args = ocp.args.StandardRestore(abstract_state)
             else:  # any topology (e.g. saved on 8 devices, read on 1): onto one local device
