@@ -23,6 +23,7 @@ import hashlib
 import json
 import logging
 import pathlib
+import tempfile
 import time
 from typing import Any
 
@@ -52,7 +53,8 @@ def _file_digest(path: pathlib.Path) -> str:
 
 
 def _files(step_dir: pathlib.Path) -> list[pathlib.Path]:
-    return sorted(p for p in step_dir.rglob("*") if p.is_file() and p.name != MANIFEST)
+    return sorted(p for p in step_dir.rglob("*") if p.is_file()
+                  and not p.name.startswith((MANIFEST, f".{MANIFEST}")))
 
 
 def write_manifest(step_dir: str | pathlib.Path) -> None:
@@ -60,9 +62,10 @@ def write_manifest(step_dir: str | pathlib.Path) -> None:
     step_dir = pathlib.Path(step_dir)
     files = {str(p.relative_to(step_dir)): {"bytes": p.stat().st_size, "sha256": _file_digest(p)}
              for p in _files(step_dir)}
-    tmp = step_dir / f".{MANIFEST}.tmp"
-    tmp.write_text(json.dumps({"files": files}, indent=1, sort_keys=True))
-    tmp.replace(step_dir / MANIFEST)
+    with tempfile.NamedTemporaryFile("w", dir=step_dir, prefix=f".{MANIFEST}.",
+                                     delete=False) as tmp:
+        tmp.write(json.dumps({"files": files}, indent=1, sort_keys=True))
+    pathlib.Path(tmp.name).replace(step_dir / MANIFEST)
 
 
 def check_manifest(step_dir: str | pathlib.Path) -> bool:
@@ -93,7 +96,10 @@ def check_manifest(step_dir: str | pathlib.Path) -> bool:
 
 
 def _write_manifests(manager: ocp.CheckpointManager) -> None:
-    """Manifests for the manager's finished checkpoints that have none yet."""
+    """Manifests for the manager's finished checkpoints that have none yet (process 0 only:
+    the processes of a multi-host run share the directory, as they share Orbax's writes)."""
+    if jax.process_index() != 0:
+        return
     for step in manager.all_steps():
         step_dir = pathlib.Path(manager.directory) / str(step)
         if step_dir.is_dir() and not (step_dir / MANIFEST).exists():
