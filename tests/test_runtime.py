@@ -11,6 +11,7 @@ from hybrenet_jax.runtime import EIGEN_CONVOLUTIONS, OPT_OUT, configure_xla
 @pytest.fixture(autouse=True)
 def _known_jaxlib(monkeypatch):
     monkeypatch.setattr(runtime, "_jaxlib_version", lambda: (0, 10))
+    monkeypatch.setattr(runtime, "_accelerator_plugin_installed", lambda: False)
 
 
 def test_flag_is_appended_to_the_users_flags():
@@ -61,3 +62,35 @@ def test_installed_jaxlib_is_one_the_flag_is_known_for(monkeypatch):
     assert runtime._FLAG_JAXLIB[0] <= runtime._jaxlib_version() < runtime._FLAG_JAXLIB[1], (
         "jaxlib moved past the versions hybrenet_jax.runtime knows: check that "
         f"{EIGEN_CONVOLUTIONS} still exists and still helps (docs/benchmarks.md), then widen")
+
+
+@pytest.mark.parametrize("platforms, plugin, added", [
+    ("", False, True),          # a CPU-only install
+    ("", True, False),          # a GPU/TPU install: JAX will pick the accelerator
+    ("cpu", True, True),        # ... unless the user forces the CPU
+    ("cuda", False, False),
+    ("tpu,cpu", False, True),
+    ("CUDA", True, False),
+])
+def test_flag_only_where_jax_runs_on_the_cpu(monkeypatch, platforms, plugin, added):
+    monkeypatch.setattr(runtime, "_accelerator_plugin_installed", lambda: plugin)
+    env = {"JAX_PLATFORMS": platforms} if platforms else {}
+    assert configure_xla(env) is added
+    assert (EIGEN_CONVOLUTIONS in env.get("XLA_FLAGS", "")) is added
+
+
+@pytest.mark.parametrize("names, found", [
+    (["numpy", "jax", "jaxlib"], False),
+    (["jax", "jax-cuda12-plugin", "jax-cuda12-pjrt"], True),
+    (["jax", "libtpu"], True),
+    (["jax", "jax_rocm60_plugin"], True),
+])
+def test_accelerator_plugins_are_recognised(monkeypatch, names, found):
+    class Dist:
+        def __init__(self, name):
+            self.metadata = {"Name": name}
+
+    monkeypatch.undo()  # the real detector, over fake installed distributions
+    monkeypatch.setattr(runtime.importlib.metadata, "distributions",
+                        lambda: [Dist(n) for n in names])
+    assert runtime._accelerator_plugin_installed() is found
