@@ -20,7 +20,7 @@ from hybrenet_jax.counts import Counts, count
 from hybrenet_jax.dataset_info import dataset_info
 from hybrenet_jax.errors import DesignError, HybrenetError
 from hybrenet_jax.model_string import parse_model_string, spec_from_model_string
-from hybrenet_jax.netspec import NetSpec, parse_stage_name, stage_name
+from hybrenet_jax.netspec import NetSpec, parse_stage_name, stage_names
 
 #: Exponent of the ReLU-count normalisation in the criticality metric (spec §4).
 CRITICALITY_EXPONENT = -0.07
@@ -64,9 +64,9 @@ def parse_order(text: str | Sequence[int], num_stages: int) -> tuple[int, ...]:
     else:
         order = tuple(int(s) for s in text)
     if sorted(order) != list(range(1, num_stages + 1)):
-        expected = ",".join(stage_name(s) for s in range(1, num_stages + 1))
+        expected = stage_names(range(1, num_stages + 1))
         raise DesignError(
-            f"criticality order {','.join(stage_name(s) for s in order) or '(empty)'} must name "
+            f"criticality order {stage_names(order) or '(empty)'} must name "
             f"each of the {num_stages} stages exactly once (e.g. {expected})"
         )
     return order
@@ -192,7 +192,7 @@ def equalize_width(depths: Sequence[int], order: Sequence[int] | str, m: int = 1
         raise DesignError(
             f"no integer stage multipliers >= 2 (searched up to {bound}) make the stage ReLU "
             f"counts of depths {'-'.join(map(str, depths))} follow the order "
-            f"{'>'.join(stage_name(s) for s in order)}; try another order, other depths, or "
+            f"{stage_names(order, '>')}; try another order, other depths, or "
             "--by depth"
         )
     cands = [_candidate((alpha_of[t], *t), depths, m, dataset) for t in set(tails)]
@@ -279,7 +279,7 @@ def relu_optimization_plan(model: str, dataset: str = "cifar100",
     if max(range(len(shares)), key=lambda i: (shares[i], -i)) == 0 and shares[0] > 0:
         culled.add(1)
     thinned = [s for s in range(1, base_spec.num_stages + 1) if s not in culled]
-    join = lambda stages: "+".join(stage_name(s) for s in sorted(stages)) or None  # noqa: E731
+    join = lambda stages: stage_names(sorted(stages), "+") or None  # noqa: E731
     thin_ms = ms.with_options(cull=join(culled), thin=join(thinned))
     label = ("culled S1, " if 1 in culled and 1 not in base_spec.culled else "") + "thinned"
 

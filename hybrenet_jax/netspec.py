@@ -12,6 +12,7 @@ Stages are numbered from 1 (``S1``) as in the paper; the stem's ReLU belongs to 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterable
 from typing import Literal
 
 from hybrenet_jax.errors import DescriptionError
@@ -27,9 +28,14 @@ def stage_name(stage: int) -> str:
     return f"S{stage}"
 
 
+def stage_names(stages: Iterable[int], sep: str = ",") -> str:
+    """Stage names joined by ``sep`` (``(3, 2), ">"`` -> ``"S3>S2"``)."""
+    return sep.join(stage_name(s) for s in stages)
+
+
 def parse_stage_name(token: str, num_stages: int) -> int:
     """Parse ``"S2"`` (case-insensitive) into ``2``, checking it exists in the network."""
-    accepted = ", ".join(stage_name(s) for s in range(1, num_stages + 1))
+    accepted = stage_names(range(1, num_stages + 1), ", ")
     text = token.strip().upper()
     if not (text.startswith("S") and text[1:].isdigit()):
         raise DescriptionError(f"unknown stage name {token!r}; accepted: {accepted}")
@@ -119,15 +125,15 @@ class NetSpec:
         for field in ("culled", "thinned"):
             bad = sorted(s for s in getattr(self, field) if not 1 <= s <= self.num_stages)
             if bad:
-                accepted = ", ".join(stage_name(s) for s in range(1, self.num_stages + 1))
+                accepted = stage_names(range(1, self.num_stages + 1), ", ")
                 raise DescriptionError(
-                    f"{field} names stage(s) {', '.join(stage_name(s) for s in bad)} that do not "
+                    f"{field} names stage(s) {stage_names(bad, ', ')} that do not "
                     f"exist; accepted: {accepted}"
                 )
         both = sorted(self.culled & self.thinned)
         if both:
             raise DescriptionError(
-                f"stage(s) {', '.join(stage_name(s) for s in both)} are both culled and thinned; "
+                f"stage(s) {stage_names(both, ', ')} are both culled and thinned; "
                 "a culled stage has no ReLUs left to thin"
             )
         if self.reuse not in REUSE_FACTORS:

@@ -22,7 +22,7 @@ import ml_collections
 from hybrenet_jax.counts import count
 from hybrenet_jax.design import criticality, criticality_order
 from hybrenet_jax.model_string import model_string_with, spec_from_model_string
-from hybrenet_jax.netspec import NetSpec, stage_name
+from hybrenet_jax.netspec import NetSpec, stage_name, stage_names
 from hybrenet_jax.pipeline.errors import PipelineError
 from hybrenet_jax.pipeline.jobs import Log, TrainJob, check_teacher, run_job
 
@@ -73,7 +73,7 @@ class CriticalityResult:
     @property
     def order_text(self) -> str:
         """``S3>S2>S4>S1``."""
-        return ">".join(stage_name(s) for s in self.order)
+        return stage_names(self.order, ">")
 
     @property
     def order_arg(self) -> str:

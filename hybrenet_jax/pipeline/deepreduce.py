@@ -18,7 +18,7 @@ from typing import Sequence
 
 from hybrenet_jax.design import parse_order
 from hybrenet_jax.model_string import model_string_with, parse_model_string
-from hybrenet_jax.netspec import stage_name
+from hybrenet_jax.netspec import stage_names
 from hybrenet_jax.pipeline.criticality import base_spec
 from hybrenet_jax.pipeline.errors import PipelineError
 from hybrenet_jax.pipeline.planning import (PlannedModel, apply_budgets, dedupe,
@@ -39,7 +39,7 @@ class DeepReducePlan:
 
     @property
     def order_text(self) -> str:
-        return ">".join(stage_name(s) for s in self.order)
+        return stage_names(self.order, ">")
 
     def as_dict(self) -> dict:
         return {"model": self.model, "order": self.order_text,
@@ -65,7 +65,7 @@ def parse_scales(text: str | None) -> tuple[float, ...]:
 
 
 def _join(stages) -> str | None:
-    return "+".join(stage_name(s) for s in sorted(stages)) or None
+    return stage_names(sorted(stages), "+") or None
 
 
 def plan_deepreduce(model: str, order: str | Sequence[int], dataset: str,

@@ -19,7 +19,7 @@ from typing import Sequence
 
 from hybrenet_jax.design import (PLAN_REUSE_FACTORS, Candidate, capacity_criticality,
                                  equalize_width, parse_order, relu_optimization_plan)
-from hybrenet_jax.netspec import stage_name
+from hybrenet_jax.netspec import stage_names
 from hybrenet_jax.pipeline.errors import PipelineError
 from hybrenet_jax.pipeline.planning import (PlannedModel, apply_budgets, dedupe,
                                             planned_model)
@@ -40,7 +40,7 @@ class DeepReshapePlan:
 
     @property
     def order_text(self) -> str:
-        return ">".join(stage_name(s) for s in self.order)
+        return stage_names(self.order, ">")
 
     def as_dict(self) -> dict:
         return {
