@@ -73,6 +73,25 @@ def _teacher_logits(teacher: Teacher | None, teacher_variables, images, loss: SN
     return jax.lax.stop_gradient(teacher.model.apply(teacher_variables, images, train=False))
 
 
+def _descend(state: TrainState, optimizer: optax.GradientTransformation, objective, labels):
+    """One optimizer step on ``objective(params) -> (total, (logits, batch_stats, metrics))``."""
+    (total, (logits, batch_stats, metrics)), grads = jax.value_and_grad(
+        objective, has_aux=True)(state.params)
+    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    metrics = {"loss": total, **metrics,
+               "accuracy": jnp.mean(topk_correct(logits, labels, 1))}
+    return TrainState(step=state.step + 1, params=params, batch_stats=batch_stats,
+                      opt_state=opt_state), metrics
+
+
+def _jit(step: Callable, mesh: Mesh) -> Callable:
+    """``step(state, batch, teacher_variables, extra)``: batch sharded, the rest replicated."""
+    rep = replicated(mesh)
+    return jax.jit(step, in_shardings=(rep, batch_sharded(mesh), rep, rep),
+                   out_shardings=(rep, rep), donate_argnums=(0,))
+
+
 def make_search_step(model: nn.Module, optimizer: optax.GradientTransformation,
                      loss: SNLLoss, mesh: Mesh, teacher: Teacher | None) -> Callable:
     """``step(state, batch, teacher_variables, lam) -> (state, metrics)`` (jitted, donated)."""
@@ -85,20 +104,11 @@ def make_search_step(model: nn.Module, optimizer: optax.GradientTransformation,
                                           batch["image"], train=True, mutable=["batch_stats"])
             task, ce = _distilled(logits, batch["label"], t_logits, loss)
             l1 = mask_l1(params)
-            return task + lam * l1, (logits, updates["batch_stats"], ce, l1)
+            return task + lam * l1, (logits, updates["batch_stats"], {"ce": ce, "mask_l1": l1})
 
-        (total, (logits, batch_stats, ce, l1)), grads = jax.value_and_grad(
-            objective, has_aux=True)(state.params)
-        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
-        metrics = {"loss": total, "ce": ce, "mask_l1": l1,
-                   "accuracy": jnp.mean(topk_correct(logits, batch["label"], 1))}
-        return TrainState(step=state.step + 1, params=params, batch_stats=batch_stats,
-                          opt_state=opt_state), metrics
+        return _descend(state, optimizer, objective, batch["label"])
 
-    rep = replicated(mesh)
-    return jax.jit(step, in_shardings=(rep, batch_sharded(mesh), rep, rep),
-                   out_shardings=(rep, rep), donate_argnums=(0,))
+    return _jit(step, mesh)
 
 
 def make_finetune_step(model: nn.Module, optimizer: optax.GradientTransformation,
@@ -113,17 +123,8 @@ def make_finetune_step(model: nn.Module, optimizer: optax.GradientTransformation
                 {"params": params, "batch_stats": state.batch_stats, "relu_masks": masks},
                 batch["image"], train=True, mutable=["batch_stats"])
             total, ce = _distilled(logits, batch["label"], t_logits, loss)
-            return total, (logits, updates["batch_stats"], ce)
+            return total, (logits, updates["batch_stats"], {"ce": ce})
 
-        (total, (logits, batch_stats, ce)), grads = jax.value_and_grad(
-            objective, has_aux=True)(state.params)
-        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
-        metrics = {"loss": total, "ce": ce,
-                   "accuracy": jnp.mean(topk_correct(logits, batch["label"], 1))}
-        return TrainState(step=state.step + 1, params=params, batch_stats=batch_stats,
-                          opt_state=opt_state), metrics
+        return _descend(state, optimizer, objective, batch["label"])
 
-    rep = replicated(mesh)
-    return jax.jit(step, in_shardings=(rep, batch_sharded(mesh), rep, rep),
-                   out_shardings=(rep, rep), donate_argnums=(0,))
+    return _jit(step, mesh)
