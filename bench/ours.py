@@ -86,6 +86,11 @@ class OurStep:
     def loss(self) -> float:
         return float(self._metrics["loss"])
 
+    def peak_bytes(self) -> int | None:
+        """Peak device memory in use so far (the allocator's statistic; None on XLA:CPU)."""
+        stats = jax.local_devices()[0].memory_stats()
+        return int(stats["peak_bytes_in_use"]) if stats and "peak_bytes_in_use" in stats else None
+
     def set_batch(self, host: dict[str, np.ndarray]) -> None:
         """Use another (host) batch from the next step on."""
         self.batch = shard_batch(host, make_mesh())

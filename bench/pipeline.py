@@ -43,3 +43,38 @@ def measure(batch: int, min_images: int = 20_000) -> dict:
         "digits_images_per_second": images_per_second(digits, batch, min_images),
         "feed_images_per_second": feed_images_per_second(batch, min_images),
     }
+
+
+def measure_in_child(batch: int, min_images: int, env: dict[str, str] | None = None,
+                     timeout: float = 600) -> dict:
+    """:func:`measure` in a child process (``python -m bench.pipeline``).
+
+    The feed path places batches on a device, which starts a JAX backend; in the child, the
+    benchmark's parent never starts one (on a GPU it would hold 75% of the memory).
+    """
+    import json
+    import os
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    full_env = {**os.environ, **(env or {})}
+    full_env["PYTHONPATH"] = os.pathsep.join(p for p in (root, full_env.get("PYTHONPATH", ""))
+                                             if p)
+    done = subprocess.run([sys.executable, "-m", "bench.pipeline", str(batch), str(min_images)],
+                          cwd=root, env=full_env, capture_output=True, text=True,
+                          timeout=timeout)
+    if done.returncode != 0:
+        tail = done.stderr.strip().splitlines()[-1:] or ["no output"]
+        return {"batch": batch, "error": f"exit {done.returncode}: {tail[0][:500]}"}
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+if __name__ == "__main__":
+    import json
+    import sys
+
+    from hybrenet_jax.runtime import configure_xla
+
+    configure_xla()
+    print(json.dumps(measure(int(sys.argv[1]), int(sys.argv[2]))))

@@ -29,6 +29,7 @@ import os
 import platform
 import shlex
 import sys
+import time
 from typing import Any
 
 from bench.timing import median, spread
@@ -106,15 +107,21 @@ def _parse_variant(text: str) -> tuple[str, bool, str]:
     return label, fast, flags
 
 
-def _implementations(args, network: str, batch: int, dtype: str) -> list[tuple[str, dict, dict]]:
+def worker_env(device: str) -> dict[str, str]:
+    """Environment of every worker: one GPU for ours and torch alike, no JAX preallocation."""
+    if device == "cpu":
+        return {"JAX_PLATFORMS": "cpu"}
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES", "0").split(",")[0].strip() or "0"
+    return {"CUDA_VISIBLE_DEVICES": visible, "XLA_PYTHON_CLIENT_PREALLOCATE": "false"}
+
+
+def _implementations(args, network: str, batch: int, dtype: str,
+                     torch_compile: bool | None = None) -> list[tuple[str, dict, dict]]:
     """``(label, worker config, extra env)`` of every implementation to time."""
     common = {"network": network, "batch": batch, "dtype": dtype, "device": args.device,
               "warmup": args.warmup}
-    jax_env = {"XLA_FLAGS": args.xla_flags}
-    if args.device == "cpu":
-        jax_env["JAX_PLATFORMS"] = "cpu"
-    else:
-        jax_env["XLA_PYTHON_CLIENT_PREALLOCATE"] = "false"
+    base_env = worker_env(args.device)
+    jax_env = {**base_env, "XLA_FLAGS": args.xla_flags}
     impls = [("ours", {**common, "impl": "ours"}, jax_env)]
     if args.fast_conv:
         impls.append(("ours_fastconv", {**common, "impl": "ours", "fast_conv": True}, jax_env))
@@ -125,10 +132,12 @@ def _implementations(args, network: str, batch: int, dtype: str) -> list[tuple[s
         impls.append((label, {**common, "impl": "ours", "fast_conv": fast},
                       {**jax_env, "XLA_FLAGS": f"{args.xla_flags} {flags}".strip()}))
     if args.torch and torch_available():
-        torch_common = {**common, "torch_threads": args.torch_threads}
-        impls.append(("torch_eager", {**torch_common, "impl": "torch-eager"}, {}))
-        if args.torch_compile:
-            impls.append(("torch_compile", {**torch_common, "impl": "torch-compile"}, {}))
+        # on a GPU, PyTorch runs the way its users tune it: channels_last (+ cudnn.benchmark)
+        torch_common = {**common, "torch_threads": args.torch_threads,
+                        "channels_last": args.device == "gpu"}
+        impls.append(("torch_eager", {**torch_common, "impl": "torch-eager"}, base_env))
+        if args.torch_compile if torch_compile is None else torch_compile:
+            impls.append(("torch_compile", {**torch_common, "impl": "torch-compile"}, base_env))
     return impls
 
 
@@ -137,59 +146,111 @@ def _log(args, message: str) -> None:
         print(message, file=sys.stderr, flush=True)
 
 
-def bench_network(args, network: str, batch: int, dtype: str) -> dict[str, Any]:
-    """Time every implementation of one network with interleaved rounds."""
-    from hybrenet_jax.counts import count
-    from hybrenet_jax.model_string import spec_from_model_string
+def build_workers(impls: list[tuple[str, dict, dict]], timeout: float, log, tag: str = "",
+                  parallel: bool = False, on_start=None
+                  ) -> tuple[dict[str, Worker], dict[str, dict]]:
+    """Start every implementation's worker; wait until each compiled or failed.
 
-    spec = spec_from_model_string(network)
-    counts = count(spec)
-    impls = _implementations(args, network, batch, dtype)
+    ``parallel``: all start at once and their compiles overlap (on a GPU host the compile is
+    CPU work beside an idle GPU); else one after the other, so on a small CPU the reported
+    compile times are not inflated. Timing comes later, in :func:`interleave`.
+    ``on_start(worker)`` is called as each worker process starts.
+    """
     workers: dict[str, Worker] = {}
     ready: dict[str, dict] = {}
-    times: dict[str, dict[str, list]] = {}
+    deadline = time.monotonic() + timeout
+    started = []
+    for label, config, env in impls:
+        log(f"{tag} starting {label}")
+        started.append((label, Worker(label, config, env)))
+        if on_start is not None:
+            on_start(started[-1][1])
+        if not parallel:
+            _await(started[-1], workers, ready, deadline, log)
+    if parallel:
+        for item in started:
+            _await(item, workers, ready, deadline, log)
+    return workers, ready
+
+
+def _await(item: tuple[str, Worker], workers: dict[str, Worker], ready: dict[str, dict],
+           deadline: float, log) -> None:
+    label, worker = item
+    message = worker.receive(timeout=max(1.0, deadline - time.monotonic()))
+    ready[label] = message
+    if message.get("ready"):
+        workers[label] = worker
+        log(f"  {label}: compiled in {message['compile_seconds']:.1f} s")
+    else:
+        worker.kill()
+        log(f"  {label}: unavailable: {message.get('error')}")
+
+
+def interleave(workers: dict[str, Worker], ready: dict[str, dict], steps: int, rounds: int,
+               batch: int, timeout: float, log) -> dict[str, dict[str, list]]:
+    """Timed steps of every ready worker, split into rounds whose order rotates."""
+    times: dict[str, dict[str, Any]] = {l: {"wall": [], "cpu": [], "loss": []} for l in workers}
+    labels = list(workers)
+    per_round = max(1, math.ceil(steps / rounds))
+    for r in range(rounds):
+        order = labels[r % len(labels):] + labels[:r % len(labels)] if labels else []
+        for label in order:
+            if label not in workers:
+                continue
+            answer = workers[label].run(per_round, timeout=timeout)
+            if "wall" not in answer:
+                ready[label] = {"ready": False, "error": answer.get("error")}
+                workers.pop(label).kill()
+                continue
+            times[label]["wall"] += answer["wall"]
+            times[label]["cpu"] += answer["cpu"]
+            times[label]["loss"].append(answer["loss"])
+            times[label]["extra"] = answer.get("extra") or {}
+            times[label]["peak_bytes"] = answer.get("peak_bytes")
+        log(f"  round {r + 1}/{rounds}: " + ", ".join(
+            f"{l} {batch / median(times[l]['wall']):.1f} img/s" for l in labels
+            if times[l]["wall"]))
+    return times
+
+
+def bench_network(args, network: str, batch: int, dtype: str) -> dict[str, Any]:
+    """Time every implementation of one network with interleaved rounds."""
+    impls = _implementations(args, network, batch, dtype)
+    log = lambda message: _log(args, message)  # noqa: E731
+    workers, ready = build_workers(impls, args.build_timeout, log,
+                                   f"[{network} b{batch} {dtype}]",
+                                   parallel=args.device == "gpu")
     try:
-        for label, config, env in impls:  # build one at a time: compiles do not overlap
-            _log(args, f"[{network} b{batch} {dtype}] starting {label}")
-            worker = Worker(label, config, env)
-            message = worker.receive(timeout=args.build_timeout)
-            ready[label] = message
-            if message.get("ready"):
-                workers[label] = worker
-                times[label] = {"wall": [], "cpu": [], "loss": []}
-                _log(args, f"  {label}: compiled in {message['compile_seconds']:.1f} s")
-            else:
-                worker.kill()
-                _log(args, f"  {label}: unavailable: {message.get('error')}")
-        labels = list(workers)
-        per_round = max(1, math.ceil(args.steps / args.rounds))
-        for r in range(args.rounds):
-            order = labels[r % len(labels):] + labels[:r % len(labels)] if labels else []
-            for label in order:
-                if label not in workers:
-                    continue
-                answer = workers[label].run(per_round, timeout=args.build_timeout)
-                if "wall" not in answer:
-                    ready[label] = {"ready": False, "error": answer.get("error")}
-                    workers.pop(label).kill()
-                    continue
-                times[label]["wall"] += answer["wall"]
-                times[label]["cpu"] += answer["cpu"]
-                times[label]["loss"].append(answer["loss"])
-                times[label]["extra"] = answer.get("extra") or {}
-            _log(args, f"  round {r + 1}/{args.rounds}: " + ", ".join(
-                f"{l} {batch / median(times[l]['wall']):.1f} img/s" for l in labels
-                if times[l]["wall"]))
+        times = interleave(workers, ready, args.steps, args.rounds, batch, args.build_timeout,
+                           log)
     finally:
         for worker in workers.values():
             worker.close()
+    torch_reason = None
+    if not (args.torch and torch_available()):
+        torch_reason = "torch not installed" if args.torch else "--no-torch"
+    elif not args.torch_compile:
+        torch_reason = "--no-torch-compile"
+    return make_record(network, batch, dtype, args.device, impls, ready, times,
+                       peak_tflops(args, dtype), torch_reason)
+
+
+def make_record(network: str, batch: int, dtype: str, device: str,
+                impls: list[tuple[str, dict, dict]], ready: dict[str, dict],
+                times: dict[str, dict[str, Any]], peak: float | None,
+                torch_reason: str | None) -> dict[str, Any]:
+    """One report row: images/s, step/compile seconds, MFU, peak memory per implementation."""
+    from hybrenet_jax.counts import count
+    from hybrenet_jax.model_string import spec_from_model_string
+
+    counts = count(spec_from_model_string(network))
 
     def ips(label: str) -> float | None:
         wall = times.get(label, {}).get("wall")
         return batch / median(wall) if wall and ready.get(label, {}).get("ready") else None
 
     record: dict[str, Any] = {
-        "network": network, "batch": batch, "dtype": dtype, "device": args.device,
+        "network": network, "batch": batch, "dtype": dtype, "device": device,
         "params": counts.params, "macs": counts.macs, "relus": counts.relus,
         "steps_timed": {l: len(t["wall"]) for l, t in times.items()},
     }
@@ -203,6 +264,9 @@ def bench_network(args, network: str, batch: int, dtype: str) -> dict[str, Any]:
             record[f"{key}_cpu_seconds_per_step"] = median(times[label]["cpu"])
             record[f"{key}_spread"] = spread(times[label]["wall"])
             record[f"{key}_last_loss"] = times[label]["loss"][-1]
+        peak_bytes = times.get(label, {}).get("peak_bytes") or info.get("peak_bytes")
+        if peak_bytes is not None:
+            record[f"{key}_peak_bytes"] = peak_bytes
         if not info.get("ready"):
             record[f"{key}_error"] = info.get("error")
         if label.startswith("torch") and info.get("params") is not None:
@@ -212,12 +276,10 @@ def bench_network(args, network: str, batch: int, dtype: str) -> dict[str, Any]:
                                       "at_end": times.get(label, {}).get("extra")}
     record.setdefault("torch_eager_images_per_second", None)
     record.setdefault("torch_compile_images_per_second", None)
-    if not (args.torch and torch_available()):
-        reason = "torch not installed" if args.torch else "--no-torch"
-        record.setdefault("torch_eager_error", reason)
-        record.setdefault("torch_compile_error", reason)
-    elif not args.torch_compile:
-        record.setdefault("torch_compile_error", "--no-torch-compile")
+    if torch_reason:
+        for key in ("torch_eager", "torch_compile"):
+            if record.get(f"{key}_images_per_second") is None:
+                record.setdefault(f"{key}_error", torch_reason)
     ours = record.get("ours_images_per_second")
     for key, name in (("torch_eager", "ratio_vs_torch_eager"),
                       ("torch_compile", "ratio_vs_torch_compile")):
@@ -232,13 +294,31 @@ def bench_network(args, network: str, batch: int, dtype: str) -> dict[str, Any]:
         if not label.startswith(("ours", "torch")):
             v = record.get(f"variant_{label}_images_per_second")
             record[f"variant_{label}_speedup"] = v / ours if v and ours else None
-    if args.peak_tflops:
+    if peak:
+        record["peak_tflops"] = peak
         for label, _, _ in impls:
             key = label if label.startswith(("ours", "torch")) else f"variant_{label}"
             v = record.get(f"{key}_images_per_second")
-            record[f"{key}_mfu"] = (mfu(counts.macs, v, args.peak_tflops) if v else None)
+            record[f"{key}_mfu"] = mfu(counts.macs, v, peak) if v else None
     record["load_average_end"] = load_average()
     return record
+
+
+def peak_tflops(args, dtype: str) -> float | None:
+    """The peak for ``dtype`` from ``--peak-tflops`` (DTYPE=TFLOPS or one number for all)."""
+    return (args.peak_tflops or {}).get(dtype)
+
+
+def _parse_peak(text: str) -> tuple[str, float]:
+    dtype, sep, value = text.rpartition("=")
+    try:
+        number = float(value)
+    except ValueError:
+        number = -1.0
+    if number <= 0 or (sep and dtype not in ("float32", "bfloat16")):
+        raise argparse.ArgumentTypeError(
+            f"--peak-tflops {text!r}: expected TFLOPS or float32=TFLOPS / bfloat16=TFLOPS")
+    return dtype or "*", number
 
 
 def mfu(macs_per_image: int, images_per_second: float, peak_tflops: float) -> float:
@@ -265,8 +345,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--dtype", nargs="+", choices=("float32", "bfloat16"),
                         help="compute dtypes (default float32 on CPU; both on GPU)")
     parser.add_argument("--device", choices=("cpu", "gpu"), default="cpu")
-    parser.add_argument("--peak-tflops", type=float, default=None,
-                        help="peak FLOP/s of the device in TFLOP/s, for MFU")
+    parser.add_argument("--peak-tflops", type=_parse_peak, action="append", default=[],
+                        metavar="[DTYPE=]TFLOPS",
+                        help="dense peak of the device per dtype in TFLOP/s, for MFU "
+                             "(e.g. float32=494.7 bfloat16=989.4 on an H100 SXM: float32 "
+                             "convolutions run as TF32); one bare number applies to both")
     parser.add_argument("--no-plain-xla", dest="plain_xla", action="store_false",
                         help="skip the baseline of our step without hybrenet_jax.runtime's "
                              "XLA flags (timed as variant 'plain_xla' on CPU by default)")
@@ -309,6 +392,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.steps < 1 or args.rounds < 1:
         parser.error("--steps and --rounds must be >= 1")
     args.rounds = min(args.rounds, args.steps)
+    peaks = dict(args.peak_tflops)
+    if "*" in peaks:
+        peaks = {"float32": peaks["*"], "bfloat16": peaks["*"], **peaks}
+        peaks.pop("*")
+    args.peak_tflops = peaks
     if gpu:
         args.scaling = False  # simulated devices are a CPU facility
     return args
@@ -323,8 +411,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.pipeline:
         from bench import pipeline
 
-        _log(args, "input pipeline ...")
-        report["pipeline"] = [pipeline.measure(b, args.pipeline_images) for b in args.batch]
+        _log(args, "input pipeline ...")  # in a child: this process never starts a backend
+        report["pipeline"] = [pipeline.measure_in_child(b, args.pipeline_images,
+                                                        worker_env(args.device))
+                              for b in args.batch]
     networks = []
     for network in args.networks:
         for batch in args.batch:
@@ -336,8 +426,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             pipe = next(p for p in report["pipeline"] if p["batch"] == record["batch"])
             demand = max((v for k, v in record.items()
                           if k.endswith("images_per_second") and v), default=0.0)
-            record["input_pipeline_images_per_second"] = pipe["feed_images_per_second"]
-            record["pipeline_keeps_up"] = pipe["feed_images_per_second"] > demand
+            feed = pipe.get("feed_images_per_second")
+            record["input_pipeline_images_per_second"] = feed
+            record["pipeline_keeps_up"] = feed > demand if feed is not None else None
     if args.scaling:
         from bench.scaling import run_scaling
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import queue
+import signal
 import subprocess
 import sys
 import threading
@@ -81,8 +82,9 @@ def serve(config: dict) -> int:
         _say({"ready": False, "error": detail[:2000]})
         return 1
     extra = getattr(step, "extra", dict)
+    peak = getattr(step, "peak_bytes", lambda: None)
     _say({"ready": True, "compile_seconds": compile_seconds, "warmup_seconds": warm,
-          "extra": extra(),
+          "extra": extra(), "peak_bytes": peak(),
           "params": params, "pid": os.getpid(), "torch_imported": "torch" in sys.modules})
     for line in sys.stdin:
         if not line.strip():
@@ -91,7 +93,8 @@ def serve(config: dict) -> int:
         if command.get("quit"):
             break
         walls, cpus = timed_steps(step.run, int(command["run"]))
-        _say({"wall": walls, "cpu": cpus, "loss": step.loss(), "extra": extra()})
+        _say({"wall": walls, "cpu": cpus, "loss": step.loss(), "extra": extra(),
+              "peak_bytes": peak()})
     return 0
 
 
@@ -109,7 +112,7 @@ class Worker:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "bench.worker", json.dumps(config)], cwd=cwd or root,
             env=full_env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE, text=True, bufsize=1)
+            stderr=subprocess.PIPE, text=True, bufsize=1, start_new_session=True)
         self._lines: queue.Queue = queue.Queue()
         self._stderr: list[str] = []
         threading.Thread(target=self._read, daemon=True).start()
@@ -156,9 +159,23 @@ class Worker:
             except (OSError, subprocess.TimeoutExpired):
                 self.kill()
 
+    def pause(self) -> None:
+        """SIGSTOP the worker and its children (a compile pool) while others are timed."""
+        self._signal_group(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        self._signal_group(signal.SIGCONT)
+
+    def _signal_group(self, sig: int) -> None:
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, sig)
+            except (ProcessLookupError, PermissionError):
+                pass
+
     def kill(self) -> None:
         if self.proc.poll() is None:
-            self.proc.kill()
+            self._signal_group(signal.SIGKILL)  # its compile workers too
             self.proc.wait()
 
 
