@@ -13,14 +13,18 @@ import pathlib
 import numpy as np
 
 from hybrenet_jax.data.arrays import ArraySplit
-from hybrenet_jax.data.errors import DatasetError
+from hybrenet_jax.data.errors import DatasetError, TfdsUnavailableError
 
 _READ_BATCH = 2048
 
 
+#: How to get what the tfds datasets need (the ``tfds`` extra pins the same packages).
+INSTALL_HINT = ("`pip install 'hybrenet_jax[tfds]'` "
+                "or `pip install tensorflow-cpu tensorflow-datasets`")
+
+
 @functools.cache
-def import_tfds():
-    """Import ``tensorflow_datasets`` with GPUs hidden from TensorFlow; return the module."""
+def _import_tfds():
     import tensorflow as tf
 
     try:
@@ -30,6 +34,22 @@ def import_tfds():
     import tensorflow_datasets as tfds
 
     return tfds
+
+
+def import_tfds(dataset: str | None = None):
+    """Import ``tensorflow_datasets`` with GPUs hidden from TensorFlow; return the module.
+
+    Raises:
+      TfdsUnavailableError: TensorFlow or tensorflow-datasets cannot be imported; the one-line
+        message names ``dataset``, what failed to import and what to install.
+    """
+    try:
+        return _import_tfds()
+    except ImportError as err:
+        what = f"dataset {dataset!r}" if dataset else "tfds datasets"
+        raise TfdsUnavailableError(
+            f"{what} is loaded through tensorflow-datasets, which could not be imported "
+            f"({err}); install it with {INSTALL_HINT} (digits needs neither)") from err
 
 
 def _to_numpy(builder, split: str) -> tuple[np.ndarray, np.ndarray]:
@@ -86,7 +106,7 @@ def load_tfds_split(
     Returns:
       The split as an :class:`ArraySplit`.
     """
-    tfds = import_tfds()
+    tfds = import_tfds(name)
     builder = tfds.builder(tfds_name, data_dir=data_dir)
     if download:
         builder.download_and_prepare()
@@ -119,7 +139,7 @@ def load_tinyimagenet_split(
     Returns:
       The split as an :class:`ArraySplit` named ``tinyimagenet``.
     """
-    tfds = import_tfds()
+    tfds = import_tfds("tinyimagenet")
     from hybrenet_jax.data import tinyimagenet_files as files
     from hybrenet_jax.data.tinyimagenet import TinyImagenet
 
