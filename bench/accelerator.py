@@ -51,10 +51,10 @@ REPORT_JSON = "accelerator.json"
 REPORT_MD = "accelerator.md"
 ACCURACY_TARGET = 0.95
 DETERMINISTIC = "--xla_gpu_deterministic_ops=true"
-SMOKE_NETWORKS = ("hrn-2x2x2x:m=4", "hrn-2x2x2x:m=4,cull=S1,thin=S2+S3+S4,reuse=2")
+SMOKE_NETWORKS = ("hrn-2x2x2x:m=4,cull=S1,thin=S2+S3+S4,reuse=2",)  # culled, thinned and Re2
 #: model-string overrides of the main job in --cpu-smoke (a few steps of a tiny network)
 SMOKE_TRAIN = ("--config.model=hrn-2x2x2x:m=4", "--config.batch_size=32",
-               "--config.total_steps=24", "--config.eval_every_steps=12")
+               "--config.total_steps=16", "--config.eval_every_steps=8")
 
 
 # -- the report ------------------------------------------------------------------------------
