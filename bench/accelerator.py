@@ -167,7 +167,8 @@ def main_job(args, budget: Budget, work: pathlib.Path) -> dict[str, Any]:
                   worker_env(args.device), args.out / "main_job.log")
     summary = _summary(workdir) or {}
     accuracy = summary.get("test_accuracy")
-    return {"command": shlex.join(_train_cmd(pathlib.Path("WORKDIR"), args.cpu_smoke)),
+    shown = ["python", *_train_cmd(pathlib.Path("WORKDIR"), args.cpu_smoke)[1:]]
+    return {"command": shlex.join(shown),
             "rc": result["rc"], "timed_out": result["timed_out"],
             "process_wall_seconds": result["wall_seconds"],
             "train_wall_seconds": summary.get("wall_seconds"),
@@ -436,8 +437,40 @@ def _gib(value: Any) -> str:
     return f"{value / 2**30:.1f}" if isinstance(value, (int, float)) else "–"
 
 
-def render_markdown(data: dict[str, Any]) -> str:
-    """The report as markdown tables (what docs/benchmarks.md shows)."""
+def render_markdown(data: dict[str, Any], level: int = 1) -> str:
+    """The report as markdown tables (what docs/benchmarks.md shows); ``level``: the title's
+    heading level, sections one below it."""
+    text = _markdown(data)
+    if level > 1:
+        text = "\n".join("#" * (level - 1) + line if line.startswith("#") else line
+                         for line in text.split("\n"))
+    return text
+
+
+#: markers of the generated accelerator section of docs/benchmarks.md
+DOCS_BEGIN = "<!-- BEGIN ACCELERATOR (python -m bench.accelerator --render REPORT --docs PATH) -->"
+DOCS_END = "<!-- END ACCELERATOR -->"
+
+
+def docs_section(data: dict[str, Any], source: str) -> str:
+    """The generated section of docs/benchmarks.md for one committed report."""
+    return (f"{DOCS_BEGIN}\n\nRaw report: `{source}`.\n\n{render_markdown(data, level=3).strip()}"
+            f"\n\n{DOCS_END}")
+
+
+def write_docs(data: dict[str, Any], source: str, path: pathlib.Path) -> None:
+    """Replace (or append) the generated accelerator section of ``path``."""
+    text = path.read_text(encoding="utf-8") if path.exists() else ""
+    section = docs_section(data, source)
+    if DOCS_BEGIN in text and DOCS_END in text:
+        head, rest = text.split(DOCS_BEGIN, 1)
+        text = head + section + rest.split(DOCS_END, 1)[1]
+    else:
+        text = text.rstrip() + "\n\n" + section + "\n"
+    _atomic_write(path, text)
+
+
+def _markdown(data: dict[str, Any]) -> str:
     lines = [f"# Accelerator acceptance run ({data.get('mode', '')})", "",
              f"Command: `{data.get('command', '')}`; started {data.get('started', '')}, "
              f"updated {data.get('updated', '')}.", ""]
@@ -534,8 +567,12 @@ def render_markdown(data: dict[str, Any]) -> str:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.accelerator", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", required=True, type=pathlib.Path,
-                        help="directory for accelerator.json/.md and the logs")
+    parser.add_argument("--out", type=pathlib.Path,
+                        help="directory for accelerator.json/.md and the logs (required)")
+    parser.add_argument("--render", metavar="REPORT",
+                        help="render a saved accelerator.json instead of running (with --docs: "
+                             "into that file's generated section)")
+    parser.add_argument("--docs", type=pathlib.Path, metavar="PATH")
     parser.add_argument("--budget-s", type=float, default=None,
                         help="stop starting new work after this many seconds (default 470; "
                              "--cpu-smoke 300)")
@@ -563,6 +600,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         choices=("main_job", "durability", "export", "pipeline", "steps"))
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
+    if args.out is None and args.render is None:
+        parser.error("--out DIR is required (or --render REPORT)")
     smoke = args.cpu_smoke
     args.device = "cpu" if smoke else "gpu"
     args.budget_s = args.budget_s or (300.0 if smoke else 470.0)
@@ -631,6 +670,18 @@ def run(args) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.render:
+        try:
+            data = json.loads(pathlib.Path(args.render).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as err:
+            print(f"bench.accelerator: error: cannot read report {args.render}: {err}",
+                  file=sys.stderr)
+            return 2
+        if args.docs:
+            write_docs(data, args.render, args.docs)
+        else:
+            print(render_markdown(data))
+        return 0
     data = run(args)
     print(render_markdown(data))
     failed = [k for k, v in data["checks"].items() if v is False]

@@ -32,6 +32,7 @@ import sys
 import time
 from typing import Any
 
+from bench.environment import cpu_model
 from bench.timing import median, spread
 from bench.worker import Worker
 from hybrenet_jax.runtime import OPT_OUT, configure_xla
@@ -49,17 +50,6 @@ DEFAULT_DOCS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__fi
 
 
 # -- machine facts --------------------------------------------------------------------------
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def load_average() -> list[float] | None:
     try:
         return [round(v, 2) for v in os.getloadavg()]
@@ -85,6 +75,23 @@ def machine_info() -> dict[str, Any]:
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
         "ours_xla_flags": _ours_xla_flags(),
     }
+
+
+def accelerator_info(device: str) -> dict[str, Any] | None:
+    """GPU name, driver, CUDA/cuDNN and package versions (bench.environment in a child)."""
+    if device == "cpu":
+        return None
+    import subprocess
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {**os.environ, **worker_env(device)}
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
+    try:
+        done = subprocess.run([sys.executable, "-m", "bench.environment"], cwd=root, env=env,
+                              capture_output=True, text=True, timeout=300)
+        return json.loads(done.stdout.strip().splitlines()[-1])
+    except (subprocess.SubprocessError, ValueError, IndexError) as err:
+        return {"error": f"{type(err).__name__}: {err}"}
 
 
 def _ours_xla_flags() -> str:
@@ -406,6 +413,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     """Everything the run measures: machine, per-network records, pipeline, scaling."""
     command = "python -m bench.throughput " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     report: dict[str, Any] = {"machine": machine_info(), "command": command,
+                              "accelerator": accelerator_info(args.device),
                               "args": {k: v for k, v in vars(args).items()
                                        if k not in ("write_docs", "json", "quiet")}}
     if args.pipeline:
