@@ -33,7 +33,7 @@ def test_cpu_smoke_runs_every_part_and_passes(tmp_path):
     job = data["main_job"]
     assert job["steps"] == 16 and job["backend"] == "cpu" and job["params_digest"]
     dur = data["durability"]
-    for key in ("default_kernels", "deterministic_kernels"):  # same kernels on the CPU
+    for key in ("project_defaults", "xla_defaults"):  # the same kernels on the CPU
         assert dur[key]["killed_after_checkpoint"] >= dur["kill_after_checkpoint"]
         assert dur[key]["params_digest"] == dur[key]["reference_digest"]
     assert any(line.startswith("ok") and "onnxruntime" in line for line in data["export"]["checks"])
