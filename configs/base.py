@@ -35,6 +35,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.dtype = "float32"
     c.mesh_model_axis = 1
     c.prefetch = 2
+    c.data_workers = 0  # threads preparing training batches; 0: min(4, cores); same batches
     c.log_every_steps = 50
     c.eval_every_steps = 0
     c.checkpoint_every_steps = 0

@@ -20,6 +20,8 @@ from hybrenet_jax.data import (
     steps_per_epoch,
     train_batches,
 )
+from hybrenet_jax.data.pipeline import train_stream
+from hybrenet_jax.data.prefetch import default_workers, ordered_map
 
 IDENTITY = Normalization(mean=(0.0, 0.0, 0.0), std=(1 / 255, 1 / 255, 1 / 255))  # x -> x
 
@@ -249,3 +251,190 @@ def test_prefetch_with_train_batches_is_unchanged():
 def test_unknown_dataset_needs_explicit_normalization():
     with pytest.raises(DatasetError, match="pass normalization"):
         next(train_batches(indexed(), 16, seed=0, epoch=0))
+
+
+# -- parallel batch preparation --------------------------------------------------------------
+def data_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith(("hybrenet-data",
+                                                                    "hybrenet-prefetch"))]
+
+
+@pytest.mark.parametrize("workers", [2, 4])
+def test_workers_give_the_batches_of_one_thread(workers):
+    data = indexed(100)
+    norm = Normalization(mean=(0.5, 0.4, 0.3), std=(0.2, 0.25, 0.3))
+    for epoch in range(3):
+        for kw in (dict(), dict(start_batch=4), dict(augment=False), dict(crop_padding=0),
+                   dict(flip=False)):
+            kw = dict(seed=11, epoch=epoch, normalization=norm, **kw)
+            assert_same_batches(collect(train_batches(data, 16, workers=workers, **kw)),
+                                collect(train_batches(data, 16, workers=1, **kw)))
+        for p in range(2):
+            kw = dict(seed=11, epoch=epoch, normalization=norm, process_index=p,
+                      process_count=2)
+            assert_same_batches(collect(train_batches(data, 16, workers=workers, **kw)),
+                                collect(train_batches(data, 16, workers=1, **kw)))
+
+
+def test_default_workers_give_the_same_batches():
+    assert 1 <= default_workers() <= 8
+    data = indexed()
+    kw = dict(seed=2, epoch=1, normalization=IDENTITY)
+    assert_same_batches(collect(train_batches(data, 16, **kw)),
+                        collect(train_batches(data, 16, workers=1, **kw)))
+    assert_same_batches(collect(train_batches(data, 16, workers=0, **kw)),
+                        collect(train_batches(data, 16, workers=1, **kw)))
+
+
+@pytest.mark.parametrize("workers", [1, 3])
+def test_stream_across_epochs_is_the_epochs_batches(workers):
+    data = indexed(100)  # 6 batches of 16 per epoch
+    kw = dict(seed=4, normalization=IDENTITY)
+    epochs = [b for e in range(4) for b in collect(train_batches(data, 16, epoch=e, **kw))]
+    assert_same_batches(collect(train_stream(data, 16, stop_step=24, workers=workers, **kw)),
+                        epochs)
+    # Resume mid-epoch and stop mid-epoch, with process slicing.
+    got = collect(train_stream(data, 16, start_step=5, stop_step=15, workers=workers,
+                               process_index=1, process_count=2, **kw))
+    want = [b for e in range(3) for b in collect(train_batches(
+        data, 16, epoch=e, process_index=1, process_count=2, **kw))][5:15]
+    assert_same_batches(got, want)
+    endless = train_stream(data, 16, start_step=22, workers=workers, **kw)
+    assert_same_batches([next(endless) for _ in range(4)][:2], epochs[22:24])
+    endless.close()
+
+
+class CountingNormalization(Normalization):
+    """IDENTITY that records its calls and fails at call ``fail_at`` (if given)."""
+
+    def __init__(self, calls: list, fail_at: int | None = None):
+        super().__init__(mean=IDENTITY.mean, std=IDENTITY.std)
+        object.__setattr__(self, "calls", calls)
+        object.__setattr__(self, "fail_at", fail_at)
+
+    def apply(self, images):
+        self.calls.append(1)
+        if len(self.calls) == self.fail_at:
+            raise RuntimeError("worker failed")
+        return super().apply(images)
+
+
+@pytest.mark.parametrize("workers", [1, 3])
+def test_error_in_a_worker_reaches_the_consumer_and_stops_the_threads(workers):
+    before = data_threads()
+    norm = CountingNormalization([], fail_at=3)
+    it = prefetch(train_batches(indexed(), 16, seed=0, epoch=0, normalization=norm,
+                                workers=workers))
+    assert next(it)["image"].shape == (16, 8, 8, 3)
+    with pytest.raises(RuntimeError, match="worker failed"):
+        for _ in range(10):
+            next(it)
+    it.close()
+    assert data_threads() == before
+
+
+@pytest.mark.parametrize("wrapped", [False, True])
+def test_closing_the_generator_stops_the_worker_threads(wrapped):
+    made: list = []
+    before = data_threads()
+    it = train_stream(indexed(1000, size=4), 10, seed=0, normalization=CountingNormalization(made),
+                      workers=4, ahead=6)  # endless
+    if wrapped:  # as the training loop feeds the step
+        it = prefetch(it, size=2)
+    for _ in range(5):
+        next(it)
+    assert any(t.name.startswith("hybrenet-data") for t in threading.enumerate())
+    it.close()
+    assert data_threads() == before
+    assert len(made) <= 5 + 6 + (2 + 1 if wrapped else 0)  # bounded read-ahead
+
+
+def test_training_feed_is_the_same_for_every_worker_count():
+    import jax
+
+    from configs.base import base_config
+    from hybrenet_jax.train.loop import make_mesh, train_feed
+
+    data = indexed(100)
+    mesh = make_mesh()
+    config = base_config()
+    config.batch_size = 8 * jax.device_count()
+    feeds = {}
+    for workers in (1, 3):
+        config.data_workers = workers
+        before = data_threads()
+        feed = train_feed(data, config, mesh, 9, 31, normalization=IDENTITY)  # 3 epochs
+        feeds[workers] = [jax.device_get(b) for b in feed]
+        assert data_threads() == before
+    assert len(feeds[1]) == 22
+    assert_same_batches(feeds[3], feeds[1])
+    spe = steps_per_epoch(100, config.batch_size)
+    epochs = {e: collect(train_batches(data, config.batch_size, seed=0, epoch=e,
+                                       normalization=IDENTITY)) for e in range(31 // spe + 1)}
+    assert_same_batches(feeds[1], [epochs[s // spe][s % spe] for s in range(9, 31)])
+
+
+def test_ordered_map_keeps_order_bounds_lookahead_and_reraises():
+    import time
+
+    def slow_first(i):
+        time.sleep(0.002 * (i % 3 == 0))  # later items often finish first
+        return i * i
+
+    assert list(ordered_map(slow_first, range(40), workers=4)) == [i * i for i in range(40)]
+    started = []
+    it = ordered_map(lambda i: started.append(i) or i, range(1000), workers=2, ahead=3)
+    assert [next(it) for _ in range(4)] == [0, 1, 2, 3]
+    assert len(started) <= 4 + 3
+    it.close()
+
+    def broken(i):
+        if i == 2:
+            raise ValueError("item 2")
+        return i
+
+    it = ordered_map(broken, range(10), workers=3)
+    assert next(it) == 0 and next(it) == 1
+    with pytest.raises(ValueError, match="item 2"):
+        next(it)
+    with pytest.raises(ValueError, match="workers"):
+        next(ordered_map(abs, range(3), workers=0))
+
+
+def test_bad_worker_count():
+    with pytest.raises(DatasetError, match="workers"):
+        next(train_batches(indexed(), 16, seed=0, epoch=0, normalization=IDENTITY, workers=-1))
+
+
+# -- the fast crop and normalisation equal their definitions ----------------------------------
+def test_normalization_equals_the_broadcast_float32_formula():
+    norm = Normalization(mean=(0.5071, 0.4865, 0.4409), std=(0.2673, 0.2564, 0.2762))
+    std = np.asarray(norm.std, np.float32)
+    scale = (1.0 / (255.0 * std)).astype(np.float32)
+    shift = (np.asarray(norm.mean, np.float32) / std).astype(np.float32)
+    every_value = np.arange(256, dtype=np.uint8).repeat(3).reshape(1, 16, 16, 3)
+    rng = np.random.default_rng(1)
+    for x in (every_value, rng.integers(0, 256, (5, 7, 9, 3), dtype=np.uint8),
+              every_value[:0], every_value[0, 0], every_value[:, ::2, ::-1]):
+        want = x.astype(np.float32) * scale - shift  # two float32 roundings, as always
+        got = norm.apply(x)
+        assert got.dtype == np.float32 and got.shape == x.shape
+        np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("shape,padding", [((16, 8, 8, 3), 4), ((9, 5, 7, 2), 2),
+                                           ((4, 6, 6, 1), 0), ((8, 3, 4, 3), 5)])
+def test_crop_and_flip_matches_padded_windows(shape, padding):
+    rng = np.random.default_rng(sum(shape))
+    imgs = rng.integers(0, 256, shape, dtype=np.uint8)
+    for flips in (None, True, False):
+        p = sample_params(rng, shape[0], padding, True)
+        if flips is not None:
+            p = AugmentParams(p.dy, p.dx, np.full(shape[0], flips))
+        for x in (imgs, imgs.astype(np.float32)):
+            got = crop_and_flip(x, p, padding)
+            assert got.dtype == x.dtype and got.shape == x.shape
+            for i in range(shape[0]):
+                padded = np.pad(x[i], ((padding, padding), (padding, padding), (0, 0)))
+                want = padded[p.dy[i]:p.dy[i] + shape[1], p.dx[i]:p.dx[i] + shape[2]]
+                np.testing.assert_array_equal(got[i], want[:, ::-1] if p.flip[i] else want)

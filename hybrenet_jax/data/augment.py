@@ -1,9 +1,10 @@
 """Training augmentation (paper §7): random crop after zero padding, random horizontal flip.
 
-Both are done in one vectorised gather on ``uint8`` images: for every example the crop offset
-``(dy, dx)`` in ``[0, 2 * padding]`` selects a window of the zero-padded image and ``flip``
-reverses its columns. Padding is applied before normalisation, like torchvision's
-``RandomCrop(padding=4)`` followed by ``Normalize``.
+Both are done on ``uint8`` images: for every example the crop offset ``(dy, dx)`` in
+``[0, 2 * padding]`` selects a window of the zero-padded image and ``flip`` reverses its
+columns. The window is gathered row by row (contiguous runs of ``W * C`` values); a flipped
+example is first mirrored once, so no per-pixel gather is needed. Padding is applied before
+normalisation, like torchvision's ``RandomCrop(padding=4)`` followed by ``Normalize``.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
+from numpy.lib.stride_tricks import as_strided
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,11 +60,24 @@ def crop_and_flip(images: np.ndarray, params: AugmentParams, padding: int) -> np
       ``[B, H, W, C]`` array of the same dtype: ``out[b] = pad(images[b])[dy:dy+H, dx:dx+W]``,
       column-reversed where ``flip[b]``.
     """
-    b, h, w, _ = images.shape
-    if padding:
-        images = np.pad(images, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
-    rows = params.dy[:, None] + np.arange(h)  # [B, H]
-    cols = np.where(
-        params.flip[:, None], w - 1 - np.arange(w), np.arange(w)
-    ) + params.dx[:, None]  # [B, W]
-    return images[np.arange(b)[:, None, None], rows[:, :, None], cols[:, None, :]]
+    b, h, w, c = images.shape
+    if images.size == 0:
+        return images.copy()
+    flip = np.asarray(params.flip, dtype=bool)
+    hp, wp = h + 2 * padding, w + 2 * padding
+    # One zero-padded buffer: the b images, then a mirrored copy of each flipped one. A flipped
+    # crop is an unflipped crop of the mirrored padded image, at column offset 2*padding - dx.
+    mirrored = images[flip]
+    buf = np.zeros((b + len(mirrored), hp, wp, c), images.dtype)
+    buf[:b, padding:padding + h, padding:padding + w] = images
+    for k in range(c):  # per channel, so each strided copy runs along whole rows
+        buf[b:, padding:padding + h, padding:padding + w, k] = mirrored[:, :, ::-1, k]
+    source = np.where(flip, b + np.cumsum(flip) - 1, np.arange(b))
+    x0 = np.where(flip, 2 * padding - params.dx, params.dx)
+    # Every run of w pixels starting at any pixel of buf, as rows of one (read-only) view.
+    pixels = buf.size // c
+    windows = as_strided(buf, (pixels - w + 1, w * c), (buf.strides[2], buf.strides[3]),
+                         writeable=False)
+    start = ((source[:, None] * hp + params.dy[:, None] + np.arange(h)) * wp
+             + x0[:, None])  # [B, H]: first pixel of each output row in buf
+    return windows[start.reshape(-1)].reshape(b, h, w, c)

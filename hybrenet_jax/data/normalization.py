@@ -42,9 +42,17 @@ class Normalization:
         std = np.asarray(self.std, np.float32)
         scale = (1.0 / (255.0 * std)).astype(np.float32)
         shift = (np.asarray(self.mean, np.float32) / std).astype(np.float32)
-        out = images.astype(np.float32)
-        out *= scale
-        out -= shift
+        out = images.astype(np.float32, order="C")
+        if out.ndim < 2 or out.shape[-1] != scale.size or out.size == 0:
+            out *= scale
+            out -= shift
+            return out
+        # Same two float32 operations per element as broadcasting over the channel axis, but
+        # with the constants tiled along a whole image, so numpy's inner loop is long.
+        rows = out.reshape(out.shape[0], -1)
+        reps = rows.shape[1] // scale.size
+        rows *= np.tile(scale, reps)
+        rows -= np.tile(shift, reps)
         return out
 
 

@@ -11,7 +11,9 @@ Determinism contract (what a resumed or multi-process run relies on):
   global batch, so the processes' slices concatenate to the one-process batch.
 
 So a batch depends only on ``(data, G, seed, epoch, batch index, augmentation settings)``:
-never on the process count, on earlier batches, or on wall-clock state.
+never on the process count, on earlier batches, or on wall-clock state. That is what lets
+``train_batches(..., workers=k)`` prepare ``k`` batches at once in threads and still yield
+exactly the batches, in the same order, that ``workers=1`` makes one after another.
 Evaluation visits every example once in stored order; the last global batch is padded (with
 copies of example 0) and a ``mask`` marks real rows, so every process runs
 ``ceil(N / G)`` batches.
@@ -19,7 +21,7 @@ copies of example 0) and a ``mask`` marks real rows, so every process runs
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 
@@ -27,6 +29,7 @@ from hybrenet_jax.data.arrays import ArraySplit
 from hybrenet_jax.data.augment import crop_and_flip, sample_params
 from hybrenet_jax.data.errors import DatasetError
 from hybrenet_jax.data.normalization import Normalization
+from hybrenet_jax.data.prefetch import default_workers, ordered_map
 
 Batch = dict[str, np.ndarray]
 
@@ -89,6 +92,8 @@ def train_batches(
     flip: bool = True,
     augment: bool = True,
     start_batch: int = 0,
+    workers: int | None = None,
+    ahead: int | None = None,
 ) -> Iterator[Batch]:
     """Yield this process's share of every training batch of one epoch.
 
@@ -104,30 +109,116 @@ def train_batches(
       flip: whether to apply random horizontal flips.
       augment: ``False`` disables crop and flip (same order, no augmentation).
       start_batch: first global batch to produce (to resume inside an epoch).
+      workers: threads preparing batches concurrently (``None`` or 0: ``default_workers()``,
+        i.e. ``min(4, cores)``; 1: one after another in the caller's thread, no threads).
+        The batches do not depend on it.
+      ahead: with ``workers > 1``, most batches in preparation or ready ahead of the consumer
+        (default ``2 * workers``).
 
     Yields:
       ``{"image": float32 [G/P, H, W, C], "label": int32 [G/P]}``,
-      ``steps_per_epoch(len(data), global_batch_size) - start_batch`` times.
+      ``steps_per_epoch(len(data), global_batch_size) - start_batch`` times, in order.
+      An error while making a batch is raised here; closing the generator stops the threads.
+    """
+    if epoch < 0 or start_batch < 0:
+        raise DatasetError(f"epoch and start_batch must be >= 0, got epoch={epoch} "
+                           f"start_batch={start_batch}")
+    spe = steps_per_epoch(len(data), global_batch_size)
+    yield from train_stream(
+        data, global_batch_size, seed=seed, start_step=epoch * spe + min(start_batch, spe),
+        stop_step=(epoch + 1) * spe, process_index=process_index, process_count=process_count,
+        normalization=normalization, crop_padding=crop_padding, flip=flip, augment=augment,
+        workers=workers, ahead=ahead)
+
+
+def train_stream(
+    data: ArraySplit,
+    global_batch_size: int,
+    *,
+    seed: int,
+    start_step: int = 0,
+    stop_step: int | None = None,
+    process_index: int = 0,
+    process_count: int = 1,
+    normalization: Normalization | None = None,
+    crop_padding: int = 4,
+    flip: bool = True,
+    augment: bool = True,
+    workers: int | None = None,
+    ahead: int | None = None,
+) -> Iterator[Batch]:
+    """Yield the training batches of steps ``start_step .. stop_step - 1``, across epochs.
+
+    Step ``s`` is batch ``s % S`` of epoch ``s // S`` (``S = steps_per_epoch``), the batch
+    :func:`train_batches` makes; one stream keeps the workers busy over epoch boundaries.
+    ``stop_step=None`` never stops. The other arguments are those of :func:`train_batches`.
     """
     rows = _local_rows(global_batch_size, process_index, process_count)
     norm = _resolve_normalization(data, normalization)
-    steps = steps_per_epoch(len(data), global_batch_size)
-    if steps == 0:
+    spe = steps_per_epoch(len(data), global_batch_size)
+    if spe == 0:
         raise DatasetError(
             f"{data.name}/{data.split}: global batch size {global_batch_size} exceeds the "
             f"{len(data)} examples"
         )
     if crop_padding < 0:
         raise DatasetError(f"crop_padding must be >= 0, got {crop_padding}")
+    if start_step < 0:
+        raise DatasetError(f"start_step must be >= 0, got {start_step}")
+    if workers is None or workers == 0:
+        workers = default_workers()
+    if workers < 0:
+        raise DatasetError(f"workers must be >= 0 (0: automatic), got {workers}")
+    settings = dict(data=data, global_batch_size=global_batch_size, rows=rows, norm=norm,
+                    seed=seed, crop_padding=crop_padding, flip=flip, augment=augment)
+
+    def jobs() -> Iterator[tuple[Callable[[int], Batch], int]]:
+        """``(make, i)`` per step; the epoch's order is drawn once, in the consumer's thread."""
+        step = start_step
+        while stop_step is None or step < stop_step:
+            epoch, first = divmod(step, spe)
+            make = _epoch_maker(epoch=epoch, **settings)
+            last = spe if stop_step is None else min(spe, first + stop_step - step)
+            for i in range(first, last):
+                yield make, i
+            step += last - first
+
+    def run(job: tuple[Callable[[int], Batch], int]) -> Batch:
+        make, i = job
+        return make(i)
+
+    if workers == 1:
+        yield from map(run, jobs())
+    else:
+        yield from ordered_map(run, jobs(), workers, ahead)
+
+
+def _epoch_maker(
+    *,
+    data: ArraySplit,
+    global_batch_size: int,
+    rows: slice,
+    norm: Normalization,
+    seed: int,
+    epoch: int,
+    crop_padding: int,
+    flip: bool,
+    augment: bool,
+) -> Callable[[int], Batch]:
+    """``i -> this process's rows of global batch i of epoch``: a pure function of ``i``."""
     order = epoch_order(len(data), seed, epoch)
-    for i in range(start_batch, steps):
+    order.flags.writeable = False  # shared by the worker threads
+
+    def make(i: int) -> Batch:
         idx = order[i * global_batch_size:(i + 1) * global_batch_size][rows]
         images = data.images[idx]
         if augment and (crop_padding or flip):
             rng = np.random.default_rng([seed, epoch, _AUGMENT_STREAM, i])
             params = sample_params(rng, global_batch_size, crop_padding, flip)[rows]
             images = crop_and_flip(images, params, crop_padding)
-        yield {"image": norm.apply(images), "label": data.labels[idx]}
+        return {"image": norm.apply(images), "label": data.labels[idx]}
+
+    return make
 
 
 def eval_batches(

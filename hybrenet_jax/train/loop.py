@@ -18,6 +18,7 @@ import pathlib
 import signal
 import tempfile
 import time
+from collections.abc import Iterator
 
 import jax
 import jax.numpy as jnp
@@ -26,6 +27,8 @@ from tqdm.auto import tqdm
 
 from hybrenet_jax import data as data_lib
 from hybrenet_jax.counts import count
+from hybrenet_jax.data.pipeline import train_stream
+from hybrenet_jax.data.prefetch import default_workers
 from hybrenet_jax.errors import HybrenetError
 from hybrenet_jax.model_string import spec_from_model_string
 from hybrenet_jax.models import build_model, input_shape
@@ -78,6 +81,41 @@ def resolve_steps(config: ml_collections.ConfigDict, steps_per_epoch: int) -> di
         "warmup": int(round(config.warmup_epochs * steps_per_epoch)),
         "dkd_warmup": int(round(config.distill.dkd_warmup_epochs * steps_per_epoch)),
     }
+
+
+def data_workers(config: ml_collections.ConfigDict) -> int:
+    """Threads preparing training batches: ``config.data_workers``, or automatic when 0."""
+    workers = int(config.get("data_workers", 0))
+    if workers < 0:
+        raise TrainingError(f"data_workers={workers} must be >= 0 (0: automatic)")
+    return workers or default_workers()
+
+
+def train_feed(train: data_lib.ArraySplit, config: ml_collections.ConfigDict, mesh,
+               start_step: int, stop_step: int,
+               normalization: data_lib.Normalization | None = None
+               ) -> Iterator[dict[str, jax.Array]]:
+    """The placed training batches of steps ``start_step .. stop_step - 1``, as the loop
+    consumes them (one stream across epochs: step ``s`` is batch ``s % S`` of epoch
+    ``s // S``).
+
+    ``data_workers(config)`` threads make the batches (``train_stream``); one thread takes
+    them in order, puts each on the mesh (``shard_batch``) and keeps ``config.prefetch`` of
+    them ready. The batches are those of one thread, whatever the worker count.
+    """
+    local = train_stream(
+        train, config.batch_size, seed=config.seed, start_step=start_step,
+        stop_step=stop_step, process_index=jax.process_index(),
+        process_count=jax.process_count(), normalization=normalization,
+        crop_padding=config.crop_padding, flip=config.flip, augment=config.augment,
+        workers=data_workers(config))
+
+    def placed() -> Iterator[dict[str, jax.Array]]:
+        with contextlib.closing(local):  # stops the workers when the feed is closed
+            for batch in local:
+                yield data_lib.shard_batch(batch, mesh)
+
+    return data_lib.prefetch(placed(), config.prefetch)
 
 
 def _check_config(config: ml_collections.ConfigDict) -> None:
@@ -285,15 +323,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
     bar = tqdm(total=steps["total"], initial=step, disable=not (main_process and config.progress),
                desc=config.model, unit="step", dynamic_ncols=True)
     with _Preemption() as preemption:
-        while step < steps["total"] and not preemption.requested:
-            epoch, start_batch = divmod(step, spe)
-            local = data_lib.train_batches(
-                train, config.batch_size, seed=config.seed, epoch=epoch,
-                process_index=jax.process_index(), process_count=jax.process_count(),
-                crop_padding=config.crop_padding, flip=config.flip, augment=config.augment,
-                start_batch=start_batch)
-            for batch in data_lib.prefetch((data_lib.shard_batch(b, mesh) for b in local),
-                                           config.prefetch):
+        # One stream over all remaining steps; closing it stops the data threads.
+        with contextlib.closing(train_feed(train, config, mesh, step, steps["total"])) as feed:
+            for batch in (() if preemption.requested else feed):
                 state, metrics = train_step(state, batch, teacher_vars)
                 step += 1
                 bar.update(1)
