@@ -184,9 +184,9 @@ def generated_markdown(report: dict) -> str:
         out += scaling_table(report["scaling"])
     if device != "gpu":
         out += ["", "### GPU", "",
-                "GPU numbers (float32 and bfloat16, batch 128/512/1024, WRN22x8 included, MFU) "
-                "are pending a session with a GPU: `python -m bench.throughput --device gpu "
-                "--peak-tflops <peak> --write-docs`."]
+                "GPU numbers come from the accelerator acceptance run "
+                "(`python -m bench.accelerator`): see \"Accelerator acceptance run (GPU)\" "
+                "below."]
     out += ["", END]
     return "\n".join(out)
 

@@ -126,3 +126,16 @@ def test_goals_and_checks_from_a_report():
     assert "| export_verify | **no** |" in markdown
     assert "skipped: budget" in markdown
 
+
+
+def test_docs_accelerator_section_is_the_committed_report():
+    """docs/benchmarks.md's accelerator tables are exactly what the committed raw report
+    renders to (regenerate: python -m bench.accelerator --render REPORT --docs PATH)."""
+    from bench.accelerator import DOCS_BEGIN, DOCS_END, docs_section
+
+    reports = sorted((ROOT / "bench" / "results").glob("*-accelerator/accelerator.json"))
+    assert reports, "bench/results/ holds the accelerator report behind docs/benchmarks.md"
+    docs = (ROOT / "docs" / "benchmarks.md").read_text()
+    section = docs[docs.index(DOCS_BEGIN):docs.index(DOCS_END) + len(DOCS_END)]
+    source = str(reports[-1].relative_to(ROOT))
+    assert section == docs_section(json.loads(reports[-1].read_text()), source)
