@@ -9,11 +9,12 @@ pre-activation blocks. NCHW layout, float32 parameters, ``nn.BatchNorm2d`` with 
 
 Widths, depths and every ReLU decision come from our description: the blocks are built from
 :func:`hybrenet_jax.architecture.expand` of the :class:`~hybrenet_jax.netspec.NetSpec`, so a
-culled/thinned ReLU is the identity here too and a ReLU-reuse (Re2) conv is the grouped layout
-of :func:`~hybrenet_jax.architecture.reuse_split` / :meth:`Conv.group_convs`: channels
-``[reuse | relu | linear]``, one dense conv per group, the reuse group the identity or a strided
-1x1 conv, the ReLU only on the relu group whose output is added onto the first channels of the
-linear group. Parameter counts equal ``counts.count(spec).params`` (tested).
+culled/thinned ReLU is the identity here too and a ReLU-reuse (Re2) conv and its BatchNorm
+run the groups of :meth:`hybrenet_jax.architecture.Conv.groups` in order: one dense conv per
+group (the reuse group the identity or a strided 1x1 conv), each group's output normalised by
+its slice of the BatchNorm and, where the group links, added onto the next group's input before
+its conv; the ReLU applies only to the last (ReLU) group. Parameter counts equal
+``counts.count(spec).params`` (tested).
 
 The training step is eager PyTorch: ``zero_grad``, forward, cross-entropy, ``backward``,
 ``torch.optim.SGD(momentum=0.9, weight_decay=5e-4)`` -- or that whole step function
@@ -29,8 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hybrenet_jax.architecture import (BatchNorm, Block, Conv, Dense, Pool, ReluSite, expand,
-                                       reuse_split)
+from hybrenet_jax.architecture import BatchNorm, Block, Conv, Dense, Pool, ReluSite, expand
 from hybrenet_jax.netspec import NetSpec
 
 LEARNING_RATE = 0.1
@@ -39,24 +39,19 @@ WEIGHT_DECAY = 5e-4
 
 
 class Relu(nn.Module):
-    """One ReLU position: identity when culled/thinned; only the relu group under reuse."""
+    """One ReLU position: identity when culled/thinned; only the last C/N channels under reuse."""
 
     def __init__(self, site: ReluSite):
         super().__init__()
         self.kept = site.kept
-        self.reuse = site.reuse
-        self.split = reuse_split(site.channels, site.reuse)
+        self.start = site.relu_start
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.kept:
             return x
-        if self.reuse == 1:
+        if self.start == 0:
             return F.relu(x)
-        r, p, _ = self.split
-        xr, xp, xl = x[:, :r], x[:, r:r + p], x[:, r + p:]
-        a = F.relu(xp)
-        xl = torch.cat([xl[:, :p] + a, xl[:, p:]], dim=1)
-        return torch.cat([xr, a, xl], dim=1)
+        return torch.cat([x[:, :self.start], F.relu(x[:, self.start:])], dim=1)
 
 
 def _conv2d(cin: int, cout: int, k: int, stride: int) -> nn.Conv2d:
@@ -64,36 +59,48 @@ def _conv2d(cin: int, cout: int, k: int, stride: int) -> nn.Conv2d:
 
 
 class ReuseConv2d(nn.Module):
-    """Re2 grouped conv: each channel group convolves its own input channels."""
+    """A Re2 conv and its BatchNorm: groups in order, each normalised by its BN slice, linked."""
 
-    def __init__(self, c: Conv):
+    def __init__(self, c: Conv, bn: nn.BatchNorm2d):
         super().__init__()
-        r_in, p_in, l_in = reuse_split(c.in_ch, c.reuse)
-        r_out, p_out, l_out = reuse_split(c.out_ch, c.reuse)
-        self.in_split = (r_in, p_in, l_in)
-        self.reuse_conv = None
-        self.has_reuse = r_out > 0
-        if r_out and c.reuse_needs_projection:
-            self.reuse_conv = _conv2d(r_in, r_out, 1, c.stride)
-        self.relu_group = _conv2d(p_in, p_out, c.kernel, c.stride)
-        self.linear_group = _conv2d(l_in, l_out, c.kernel, c.stride)
+        self.groups = c.groups()
+        self.convs = nn.ModuleDict({g.name: _conv2d(g.in_ch, g.out_ch, g.kernel, c.stride)
+                                    for g in self.groups if not g.is_identity})
+        self.bn = bn
+
+    def _norm(self, y: torch.Tensor, start: int) -> torch.Tensor:
+        bn, stop = self.bn, start + y.shape[1]
+        # slices of the running buffers are views: training updates them in place
+        return F.batch_norm(y, bn.running_mean[start:stop], bn.running_var[start:stop],
+                            bn.weight[start:stop], bn.bias[start:stop], self.training,
+                            bn.momentum, bn.eps)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        r, p, _ = self.in_split
-        xr, xp, xl = x[:, :r], x[:, r:r + p], x[:, r + p:]
-        parts = []
-        if self.has_reuse:
-            parts.append(self.reuse_conv(xr) if self.reuse_conv is not None else xr)
-        parts.append(self.relu_group(xp))
-        parts.append(self.linear_group(xl))
-        return torch.cat(parts, dim=1)
+        outs: list[torch.Tensor] = []
+        for g in self.groups:
+            h = x[:, g.in_start:g.in_stop]
+            if g.link:
+                h = torch.cat([h[:, :g.link] + outs[-1][:, :g.link], h[:, g.link:]], dim=1)
+            if not g.is_identity:
+                h = self.convs[g.name](h)
+            outs.append(self._norm(h, g.out_start))
+        return torch.cat(outs, dim=1)
+
+
+def make_layers(records) -> list[nn.Module]:
+    """One torch module per layer record; a Re2 conv takes over the BatchNorm after it (whose
+    own slot becomes ``nn.Identity``)."""
+    modules: list[nn.Module] = [make_layer(r) for r in records]
+    for i, record in enumerate(records):
+        if isinstance(record, Conv) and record.reuse > 1:
+            modules[i] = ReuseConv2d(record, modules[i + 1])
+            modules[i + 1] = nn.Identity()
+    return modules
 
 
 def make_layer(record) -> nn.Module:
-    """The torch module of one layer record of :func:`expand`."""
+    """The torch module of one layer record of :func:`expand` (Re2 convs: :func:`make_layers`)."""
     if isinstance(record, Conv):
-        if record.reuse > 1:
-            return ReuseConv2d(record)
         return _conv2d(record.in_ch, record.out_ch, record.kernel, record.stride)
     if isinstance(record, BatchNorm):
         return nn.BatchNorm2d(record.channels, eps=1e-5, momentum=0.1)
@@ -113,9 +120,9 @@ class BasicBlock(nn.Module):
 
     def __init__(self, block: Block):
         super().__init__()
-        self.main = nn.Sequential(*[make_layer(r) for r in block.main])
-        self.shortcut = nn.Sequential(*[make_layer(r) for r in block.shortcut])
-        self.after_add = nn.Sequential(*[make_layer(r) for r in block.after_add])
+        self.main = nn.Sequential(*make_layers(block.main))
+        self.shortcut = nn.Sequential(*make_layers(block.shortcut))
+        self.after_add = nn.Sequential(*make_layers(block.after_add))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.after_add(self.main(x) + self.shortcut(x))
@@ -126,9 +133,9 @@ class PreActBlock(nn.Module):
 
     def __init__(self, block: Block):
         super().__init__()
-        self.pre = nn.Sequential(*[make_layer(r) for r in block.main[:2]])
-        self.main = nn.Sequential(*[make_layer(r) for r in block.main[2:]])
-        self.shortcut = (nn.Sequential(*[make_layer(r) for r in block.shortcut])
+        self.pre = nn.Sequential(*make_layers(block.main[:2]))
+        self.main = nn.Sequential(*make_layers(block.main[2:]))
+        self.shortcut = (nn.Sequential(*make_layers(block.shortcut))
                          if block.shortcut else None)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -142,7 +149,7 @@ class PlainBlock(nn.Module):
 
     def __init__(self, block: Block):
         super().__init__()
-        self.main = nn.Sequential(*[make_layer(r) for r in block.main])
+        self.main = nn.Sequential(*make_layers(block.main))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.main(x)
@@ -203,17 +210,18 @@ def _set_conv(conv: nn.Conv2d, kernel_hwio: np.ndarray) -> None:
 def load_flax_variables(model: ReferenceNet, variables: Mapping[str, Any]) -> None:
     """Copy Flax variables (``params``/``batch_stats`` of our model) into the torch model."""
     params, stats = variables["params"], variables.get("batch_stats", {})
+    previous = None
     for record, module in _named_layers(model):
         if isinstance(record, Conv):
             p = params[record.name]
             if isinstance(module, ReuseConv2d):
-                _set_conv(module.relu_group, p["relu_group"]["kernel"])
-                _set_conv(module.linear_group, p["linear_group"]["kernel"])
-                if module.reuse_conv is not None:
-                    _set_conv(module.reuse_conv, p["reuse"]["kernel"])
+                for name, conv in module.convs.items():
+                    _set_conv(conv, p[name]["kernel"])
             else:
                 _set_conv(module, p["kernel"])
         elif isinstance(record, BatchNorm):
+            if isinstance(module, nn.Identity):  # applied inside the Re2 conv before it
+                module = previous.bn
             _set(module.weight, params[record.name]["scale"])
             _set(module.bias, params[record.name]["bias"])
             _set(module.running_mean, stats[record.name]["mean"])
@@ -222,6 +230,7 @@ def load_flax_variables(model: ReferenceNet, variables: Mapping[str, Any]) -> No
             linear = module[1]
             _set(linear.weight, np.asarray(params[record.name]["kernel"]).T)
             _set(linear.bias, params[record.name]["bias"])
+        previous = module
 
 
 # -- the training step ----------------------------------------------------------------------

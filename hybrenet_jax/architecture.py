@@ -22,17 +22,27 @@ ReLU placement rules
 
 ReLU-reuse (Re2) with factor N
 ------------------------------
-A conv that feeds a kept ReLU of a stage with ``reuse=N`` becomes grouped. Its input and output
-channels are split the same way (see :func:`reuse_split`):
+A conv that feeds a kept ReLU of a network with ``reuse=N`` (every such conv inside the stages,
+or with ``reuse_layers=alternate`` only ``conv1`` of each BasicBlock / the odd VGG layers of a
+stage) becomes a Re2 layer: its input and output channels are split into groups, the same way
+(:func:`reuse_split`), evaluated in order, and the ReLU after it applies only to the **last**
+group (C·H·W/N scalar ReLUs):
 
-* N >= 4: ``[reuse C/4 | relu C/N | linear C - C/4 - C/N]``. The reuse group passes its input
-  channels on (identity when shape is unchanged, else a 1x1 conv with the layer's stride);
-  the relu and linear groups each get a kxk conv of their own channels (in -> out group).
-* N = 2: ``[relu C/2 | linear C/2]``, each a kxk conv; no reuse group.
+* ``reuse_split=three`` (the paper's layer), N >= 4: ``[reuse C/4 | linear C - C/4 - C/N |
+  relu C/N]``. The reuse group passes its input channels on (identity when the layer keeps
+  its shape, else a 1x1 conv with the layer's stride); the linear and relu groups are kxk
+  convs of their own input channels. N = 2: ``[linear C/2 | relu C/2]``.
+* ``reuse_split=equal``: N equal divisions ``[linear C/N | ... | linear C/N | relu C/N]``, each
+  a kxk conv (N = 2 is the same layer as ``three``).
 
-After BatchNorm over all channels, the ReLU applies only to the relu group (C·H·W/N scalar
-ReLUs) and its output is added onto the first C/N channels of the linear group, linking the
-groups Res2Net-style (the nonlinear group feeds the next; no MACs).
+Each group's output gets its slice of the BatchNorm that follows the conv (the BatchNorm record
+covers all C channels; per channel it is the same function). With ``reuse_link=on`` (default)
+the groups are linked Res2Net-style: before a group's conv, the previous group's normalised
+output is added to its input -- the first ``min(previous out, this in)`` channels of each
+(:class:`ReuseGroup` ``link``). A strided layer has no links: the previous group's output is at
+the output resolution, the next group's input at the input resolution (Res2Net's downsampling
+blocks drop the links too). The links add no MACs or params. ``docs/relu_reuse.md`` explains
+the choices.
 """
 
 from __future__ import annotations
@@ -46,31 +56,92 @@ from hybrenet_jax.netspec import NetSpec
 KEPT, CULLED, THINNED = "kept", "culled", "thinned"
 
 
-def reuse_split(channels: int, factor: int) -> tuple[int, int, int]:
-    """Channel groups ``(reuse, relu, linear)`` of a layer with ReLU-reuse ``factor``.
+def reuse_split(channels: int, factor: int, split: str = "three") -> tuple[int, ...]:
+    """Channel widths of the Re2 groups of a layer, in channel order (the ReLU group last).
 
-    ``factor == 1`` means no reuse: ``(0, channels, 0)``.
+    ``factor == 1`` means no reuse: ``(channels,)``. See the module docstring.
     """
     if factor == 1:
-        return 0, channels, 0
+        return (channels,)
+    if split == "equal":
+        return (channels // factor,) * factor
     if factor == 2:
-        return 0, channels // 2, channels - channels // 2
+        return (channels - channels // 2, channels // 2)
     reuse, relu = channels // 4, channels // factor
-    return reuse, relu, channels - reuse - relu
+    return (reuse, channels - reuse - relu, relu)
 
 
-def _check_reuse_divides(channels: int, factor: int, where: str) -> None:
-    need = 2 if factor == 2 else max(4, factor)
-    if factor > 1 and channels % need:
+def reuse_group_names(factor: int, split: str = "three") -> tuple[str, ...]:
+    """Names of the Re2 groups (also their parameter paths), in channel order."""
+    if factor == 1:
+        return ("",)
+    if split == "three" and factor > 2:
+        return ("reuse", "linear_group", "relu_group")
+    linear = factor - 1
+    if linear == 1:
+        return ("linear_group", "relu_group")
+    return tuple(f"linear_group{i}" for i in range(1, linear + 1)) + ("relu_group",)
+
+
+def reuse_divisor(factor: int, split: str = "three") -> int:
+    """What every width of a Re2 layer must be a multiple of (1 without reuse)."""
+    if factor == 1:
+        return 1
+    return factor if (split == "equal" or factor == 2) else max(4, factor)
+
+
+def _check_reuse_divides(channels: int, factor: int, split: str, where: str) -> None:
+    need = reuse_divisor(factor, split)
+    if channels % need:
         raise DescriptionError(
-            f"reuse={factor} does not divide the {channels} channels of {where}; with ReLU-reuse "
-            f"N={factor} every affected width must be a multiple of {need}"
+            f"reuse={factor} does not divide the {channels} channels of {where}; with "
+            f"reuse_split={split} every affected width must be a multiple of {need}"
         )
 
 
 @dataclasses.dataclass(frozen=True)
+class ReuseGroup:
+    """One channel group of a Re2 layer (or the whole of a plain conv).
+
+    Reads input channels ``[in_start, in_stop)``, writes output channels
+    ``[out_start, out_stop)``. ``kernel`` 0 passes the input on (identity); otherwise a
+    ``kernel x kernel`` conv with the layer's stride. ``link`` > 0: before the conv, the first
+    ``link`` channels of the previous group's (BatchNorm-ed) output are added onto the first
+    ``link`` input channels of this group.
+    """
+
+    name: str
+    in_start: int
+    in_stop: int
+    out_start: int
+    out_stop: int
+    kernel: int
+    link: int = 0
+
+    @property
+    def in_ch(self) -> int:
+        return self.in_stop - self.in_start
+
+    @property
+    def out_ch(self) -> int:
+        return self.out_stop - self.out_start
+
+    @property
+    def is_identity(self) -> bool:
+        return self.kernel == 0
+
+
+def _bounds(widths: tuple[int, ...]) -> list[tuple[int, int]]:
+    out, start = [], 0
+    for w in widths:
+        out.append((start, start + w))
+        start += w
+    return out
+
+
+@dataclasses.dataclass(frozen=True)
 class Conv:
-    """A kxk convolution (no bias unless stated). ``reuse > 1`` makes it a Re2 grouped conv."""
+    """A kxk convolution (no bias). ``reuse > 1`` makes it a Re2 layer (:meth:`groups`)."""
 
     name: str
     stage: int
@@ -80,21 +151,31 @@ class Conv:
     stride: int
     in_hw: int
     reuse: int = 1
+    reuse_split: str = "three"
+    reuse_link: bool = True
 
     @property
     def out_hw(self) -> int:
         return self.in_hw // self.stride
 
+    def groups(self) -> tuple[ReuseGroup, ...]:
+        """The groups this layer evaluates, in order (one group without reuse)."""
+        names = reuse_group_names(self.reuse, self.reuse_split)
+        ins = _bounds(reuse_split(self.in_ch, self.reuse, self.reuse_split))
+        outs = _bounds(reuse_split(self.out_ch, self.reuse, self.reuse_split))
+        linked = self.reuse_link and self.stride == 1
+        groups: list[ReuseGroup] = []
+        for name, (i0, i1), (o0, o1) in zip(names, ins, outs):
+            kernel = self.kernel
+            if name == "reuse":
+                kernel = 1 if self.reuse_needs_projection else 0
+            link = min(groups[-1].out_ch, i1 - i0) if (linked and groups) else 0
+            groups.append(ReuseGroup(name, i0, i1, o0, o1, kernel, link))
+        return tuple(groups)
+
     def group_convs(self) -> tuple[tuple[int, int, int], ...]:
         """Dense sub-convolutions ``(in_ch, out_ch, kernel)`` this layer is made of."""
-        if self.reuse == 1:
-            return ((self.in_ch, self.out_ch, self.kernel),)
-        r_in, p_in, l_in = reuse_split(self.in_ch, self.reuse)
-        r_out, p_out, l_out = reuse_split(self.out_ch, self.reuse)
-        convs = [(p_in, p_out, self.kernel), (l_in, l_out, self.kernel)]
-        if r_out and self.reuse_needs_projection:
-            convs.append((r_in, r_out, 1))
-        return tuple(convs)
+        return tuple((g.in_ch, g.out_ch, g.kernel) for g in self.groups() if not g.is_identity)
 
     @property
     def reuse_needs_projection(self) -> bool:
@@ -103,8 +184,8 @@ class Conv:
 
     @property
     def macs(self) -> int:
-        """Multiply-accumulates, counted at the output resolution."""
-        return sum(k * k * ci * co for ci, co, k in self.group_convs()) * self.out_hw**2
+        """Multiply-accumulates, counted at the output resolution (links are free)."""
+        return self.params * self.out_hw**2
 
     @property
     def params(self) -> int:
@@ -152,7 +233,12 @@ class ReluSite:
     @property
     def active_channels(self) -> int:
         """Channels that pass through a ReLU (0 when culled/thinned, C/N with reuse N)."""
-        return reuse_split(self.channels, self.reuse)[1] if self.kept else 0
+        return self.channels // self.reuse if self.kept else 0
+
+    @property
+    def relu_start(self) -> int:
+        """First channel of the ReLU group (the last C/N channels under reuse N)."""
+        return self.channels - self.channels // self.reuse
 
     @property
     def relus(self) -> int:
@@ -251,18 +337,26 @@ class _Builder:
 
     def relu(self, name: str, stage: int, channels: int, hw: int, keep_when_thinned: bool,
              reusable: bool = True) -> ReluSite:
+        """A ReLU site; ``reusable`` says whether Re2 may apply to it (see ``reuse_layers``)."""
         state = self.relu_state(stage, keep_when_thinned)
         reuse = self.spec.reuse if (state == KEPT and reusable) else 1
         if reuse > 1:
-            _check_reuse_divides(channels, reuse, name)
+            _check_reuse_divides(channels, reuse, self.spec.reuse_split, name)
         return ReluSite(name, stage, channels, hw, state, reuse)
+
+    @property
+    def every_kept_layer(self) -> bool:
+        """``reuse_layers=kept``: Re2 on every kept ReLU layer (else one per block/pair)."""
+        return self.spec.reuse_layers == "kept"
 
     def conv(self, name: str, stage: int, cin: int, cout: int, k: int, stride: int, hw: int,
              feeds: ReluSite | None = None) -> Conv:
         reuse = feeds.reuse if feeds is not None else 1
-        if reuse > 1:
-            _check_reuse_divides(cin, reuse, f"{name} (input)")
-        return Conv(name, stage, cin, cout, k, stride, hw, reuse)
+        if reuse == 1:
+            return Conv(name, stage, cin, cout, k, stride, hw)
+        _check_reuse_divides(cin, reuse, self.spec.reuse_split, f"{name} (input)")
+        return Conv(name, stage, cin, cout, k, stride, hw, reuse, self.spec.reuse_split,
+                    self.spec.reuse_link)
 
     # -- families ---------------------------------------------------------------------------
     def resnet(self) -> None:
@@ -282,7 +376,8 @@ class _Builder:
                 name = f"stage{stage}_block{b}"
                 out_hw = hw // stride
                 r1 = self.relu(f"{name}_relu1", stage, width, out_hw, keep_when_thinned=True)
-                r2 = self.relu(f"{name}_relu2", stage, width, out_hw, keep_when_thinned=False)
+                r2 = self.relu(f"{name}_relu2", stage, width, out_hw, keep_when_thinned=False,
+                               reusable=self.every_kept_layer)
                 main = (
                     self.conv(f"{name}_conv1", stage, cin, width, 3, stride, hw, feeds=r1),
                     BatchNorm(f"{name}_bn1", stage, width, out_hw),
@@ -335,7 +430,9 @@ class _Builder:
         for stage, (width, depth) in enumerate(zip(s.widths, s.depths), start=1):
             for i in range(1, depth + 1):
                 name = f"stage{stage}_layer{i}"
-                relu = self.relu(f"{name}_relu", stage, width, hw, keep_when_thinned=(i % 2 == 1))
+                odd = i % 2 == 1
+                relu = self.relu(f"{name}_relu", stage, width, hw, keep_when_thinned=odd,
+                                 reusable=odd or self.every_kept_layer)
                 main: tuple[Layer, ...] = (
                     self.conv(f"{name}_conv", stage, cin, width, 3, 1, hw, feeds=relu),
                     BatchNorm(f"{name}_bn", stage, width, hw),

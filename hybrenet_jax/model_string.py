@@ -7,7 +7,9 @@ plus the ConvNeXt-/RegNet-X-adapted ResNets (``convnext-t``, ``regnetx-400mf``, 
 
 Keys: ``m`` (base width), ``depths`` (``3-4-6-3``), ``widths`` (``16-32-160-480``, ResNet
 families only), ``cull`` / ``thin`` (stages joined by ``+``), ``reuse`` (ReLU-reuse factor N),
-``classes``. Input size and default class count come from the dataset.
+the Re2 ablations ``reuse_split=three|equal``, ``reuse_link=on|off``,
+``reuse_layers=kept|alternate`` (defaults first; they need ``reuse``), ``classes``. Input size
+and default class count come from the dataset.
 """
 
 from __future__ import annotations
@@ -20,7 +22,14 @@ from hybrenet_jax.dataset_info import dataset_info
 from hybrenet_jax.errors import DescriptionError, ModelStringError
 from hybrenet_jax.netspec import NetSpec, parse_stage_name
 
-KEYS: tuple[str, ...] = ("m", "depths", "widths", "cull", "thin", "reuse", "classes")
+KEYS: tuple[str, ...] = ("m", "depths", "widths", "cull", "thin", "reuse", "reuse_split",
+                         "reuse_link", "reuse_layers", "classes")
+#: Accepted values of the Re2 ablation keys (the default first) and the NetSpec value of each.
+REUSE_CHOICES: dict[str, dict[str, object]] = {
+    "reuse_split": {"three": "three", "equal": "equal"},
+    "reuse_link": {"on": True, "off": False},
+    "reuse_layers": {"kept": "kept", "alternate": "alternate"},
+}
 NAME_FORMS = ("resnet18", "resnet34", "resnet20", "resnet32", "resnet56", "wrnDxK", "vgg16",
               "hrn-AxBxCx", "stagech-SxSxSx", *families.ADAPTED)
 
@@ -111,6 +120,23 @@ def _list_option(ms: ModelString, key: str, text: str) -> tuple[int, ...] | None
     return tuple(int(v) for v in value.split("-"))
 
 
+def _choice_options(ms: ModelString, text: str) -> dict[str, object]:
+    """The Re2 ablation keys given in ``ms`` as NetSpec fields (checked against REUSE_CHOICES)."""
+    out: dict[str, object] = {}
+    for key, choices in REUSE_CHOICES.items():
+        value = ms.get(key)
+        if value is None:
+            continue
+        start = text.lower().find(f"{key}=")
+        span = (start, start + len(key) + 1 + len(value))
+        if value.lower() not in choices:
+            raise _error(text, *span, f"{key}={value!r}; accepted: {', '.join(choices)}")
+        if ms.get("reuse") is None:
+            raise _error(text, *span, f"{key}= shapes ReLU-reuse layers: give reuse=N too")
+        out[key] = choices[value.lower()]
+    return out
+
+
 def _multipliers(group: str) -> tuple[int, ...]:
     return tuple(int(v) for v in group.rstrip("x").split("x"))
 
@@ -173,7 +199,7 @@ def spec_from_model_string(text: str, dataset: str = "cifar100") -> NetSpec:
     spec = _base_spec(ms, text, m, depths, widths, kw)
     # ReLU options go in together: whether a reuse factor divides a width depends on which
     # stages keep their ReLUs.
-    relu_options: dict = {"reuse": reuse or 1}
+    relu_options: dict = {"reuse": reuse or 1, **_choice_options(ms, text)}
     for key, field in (("cull", "culled"), ("thin", "thinned")):
         value = ms.get(key)
         if value is None:

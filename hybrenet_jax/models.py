@@ -7,7 +7,9 @@ every layer record to a Flax layer of the same name, so parameter paths read
 (``stem``, ``basic``, ``preact``, ``plain``, ``head``) only decide how the residual sum is wired.
 
 ReLU placement comes from the description: culled and thinned sites are the identity, kept
-sites apply ``max(x, 0)`` (only to the relu group under ReLU-reuse, see
+sites apply ``max(x, 0)`` (only to the last, ReLU group under ReLU-reuse). A ReLU-reuse conv
+and the BatchNorm after it run as one :class:`ReuseConv`: its groups in order, each normalised
+by its slice of the BatchNorm before it feeds the next group (see
 :mod:`hybrenet_jax.architecture`). Every kept site can also carry a fine-grained mask
 (``mask_granularity="channel"`` or ``"pixel"``): ``y = m * relu(x) + (1 - m) * x``, so a mask
 value of 0 makes that activation linear (the SNL parameterisation). Masks live in the
@@ -23,9 +25,10 @@ from typing import Any, Callable
 
 import flax.linen as nn
 import jax.numpy as jnp
+from jax import lax
 
 from hybrenet_jax.architecture import (Architecture, BatchNorm, Block, Conv, Dense, Pool,
-                                       ReluSite, expand, reuse_split)
+                                       ReluSite, expand)
 from hybrenet_jax.errors import DescriptionError
 from hybrenet_jax.netspec import NetSpec
 
@@ -39,32 +42,73 @@ def relu(x: jnp.ndarray) -> jnp.ndarray:
     return jnp.maximum(x, 0)
 
 
-class ReuseConv(nn.Module):
-    """A ReLU-reuse grouped conv (:class:`~hybrenet_jax.architecture.Conv` with ``reuse > 1``).
+class SlicedBatchNorm(nn.Module):
+    """BatchNorm over ``channels`` features, applied to one channel slice per call.
 
-    Output channels are ``[reuse | relu | linear]`` (N >= 4) or ``[relu | linear]`` (N = 2);
-    each group convolves only its own input channels; the reuse group is the identity or a
-    strided 1x1 projection.
+    The same variables (``scale``, ``bias``; ``batch_stats`` ``mean``, ``var``) and arithmetic
+    as ``nn.BatchNorm(use_fast_variance=False)``; a Re2 layer normalises each group's output
+    with its slice before the next group reads it.
     """
 
-    layer: Conv
+    channels: int
     dtype: Any = jnp.float32
 
     @nn.compact
-    def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
-        c = self.layer
-        r_in, p_in, _ = reuse_split(c.in_ch, c.reuse)
-        r_out, p_out, l_out = reuse_split(c.out_ch, c.reuse)
-        xr, xp, xl = x[..., :r_in], x[..., r_in:r_in + p_in], x[..., r_in + p_in:]
-        parts = []
-        if r_out:
-            if c.reuse_needs_projection:
-                parts.append(_conv(r_out, 1, c.stride, self.dtype, "reuse")(xr))
-            else:
-                parts.append(xr)
-        parts.append(_conv(p_out, c.kernel, c.stride, self.dtype, "relu_group")(xp))
-        parts.append(_conv(l_out, c.kernel, c.stride, self.dtype, "linear_group")(xl))
-        return jnp.concatenate(parts, axis=-1)
+    def __call__(self, x: jnp.ndarray, start: int, train: bool) -> jnp.ndarray:
+        stop = start + x.shape[-1]
+        shape = (self.channels,)
+        scale = self.param("scale", nn.initializers.ones, shape, jnp.float32)[start:stop]
+        bias = self.param("bias", nn.initializers.zeros, shape, jnp.float32)[start:stop]
+        ra_mean = self.variable("batch_stats", "mean", jnp.zeros, shape, jnp.float32)
+        ra_var = self.variable("batch_stats", "var", jnp.ones, shape, jnp.float32)
+        if train:
+            xf = x.astype(jnp.promote_types(self.dtype, jnp.float32))
+            axes = tuple(range(x.ndim - 1))
+            mean = xf.mean(axes)
+            var = jnp.square(xf - mean).mean(axes)
+            if not self.is_initializing():
+                for v, new in ((ra_mean, mean), (ra_var, var)):
+                    old = v.value[start:stop]
+                    v.value = v.value.at[start:stop].set(BN_MOMENTUM * old
+                                                          + (1 - BN_MOMENTUM) * new)
+        else:
+            mean, var = ra_mean.value[start:stop], ra_var.value[start:stop]
+        y = (x - mean) * (lax.rsqrt(var + BN_EPSILON) * scale) + bias
+        return y.astype(self.dtype)
+
+
+def add_link(x: jnp.ndarray, previous: jnp.ndarray, channels: int) -> jnp.ndarray:
+    """``x`` with the first ``channels`` of ``previous`` added onto its first channels."""
+    if channels == x.shape[-1]:
+        return x + previous[..., :channels]
+    return jnp.concatenate([x[..., :channels] + previous[..., :channels], x[..., channels:]],
+                           axis=-1)
+
+
+class ReuseConv(nn.Module):
+    """A ReLU-reuse conv and its BatchNorm (:meth:`~hybrenet_jax.architecture.Conv.groups`).
+
+    Groups run in order: input slice (plus the previous group's normalised output where the
+    group links), conv (the identity for a pass-through reuse group), the group's BatchNorm
+    slice; the outputs are concatenated. ``norm`` is the network's BatchNorm module, so its
+    variables keep the BatchNorm's own name.
+    """
+
+    layer: Conv
+    norm: SlicedBatchNorm
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray, train: bool) -> jnp.ndarray:
+        outs: list[jnp.ndarray] = []
+        for g in self.layer.groups():
+            h = x[..., g.in_start:g.in_stop]
+            if g.link:
+                h = add_link(h, outs[-1], g.link)
+            if not g.is_identity:
+                h = _conv(g.out_ch, g.kernel, self.layer.stride, self.dtype, g.name)(h)
+            outs.append(self.norm(h, g.out_start, train))
+        return jnp.concatenate(outs, axis=-1)
 
 
 def _conv(features: int, kernel: int, stride: int, dtype: Any, name: str) -> nn.Conv:
@@ -85,8 +129,8 @@ class ReluGate(nn.Module):
         s = self.site
         if not s.kept:
             return x
-        r, p, _ = reuse_split(s.channels, s.reuse)
-        group = x[..., r:r + p]
+        start, p = s.relu_start, s.active_channels
+        group = x[..., start:]
         activated = relu(group)
         if self.mask_granularity is not None:
             shape = (p,) if self.mask_granularity == "channel" else (*x.shape[1:-1], p)
@@ -96,12 +140,9 @@ class ReluGate(nn.Module):
                 mask = self.variable("relu_masks", "mask", jnp.ones, shape, jnp.float32).value
             mask = mask.astype(x.dtype)
             activated = mask * activated + (1 - mask) * group
-        if s.reuse == 1:
+        if start == 0:
             return activated
-        # Res2Net-style link: the ReLU group's output feeds the first p linear channels.
-        linear = x[..., r + p:]
-        linear = jnp.concatenate([linear[..., :p] + activated, linear[..., p:]], axis=-1)
-        return jnp.concatenate([x[..., :r], activated, linear], axis=-1)
+        return jnp.concatenate([x[..., :start], activated], axis=-1)
 
 
 class Network(nn.Module):
@@ -127,7 +168,8 @@ class Network(nn.Module):
         """The Flax callable for one layer record (named after it)."""
         if isinstance(record, Conv):
             if record.reuse > 1:
-                return ReuseConv(record, self.dtype, name=record.name)
+                raise TypeError(f"{record.name} is a ReLU-reuse conv: it runs together with its "
+                                "BatchNorm (see Network.run)")
             return _conv(record.out_ch, record.kernel, record.stride, self.dtype, record.name)
         if isinstance(record, BatchNorm):
             # two-pass variance: E[x^2]-E[x]^2 cancels badly in float32 and made the batch
@@ -150,8 +192,21 @@ class Network(nn.Module):
         raise TypeError(f"no Flax layer for {record!r}")
 
     def run(self, layers, x: jnp.ndarray, train: bool) -> jnp.ndarray:
-        for record in layers:
+        layers = tuple(layers)
+        i = 0
+        while i < len(layers):
+            record = layers[i]
+            if isinstance(record, Conv) and record.reuse > 1:
+                bn = layers[i + 1] if i + 1 < len(layers) else None
+                if not isinstance(bn, BatchNorm):
+                    raise DescriptionError(f"{record.name}: a ReLU-reuse conv must be followed "
+                                           "by its BatchNorm")
+                norm = SlicedBatchNorm(bn.channels, self.dtype, name=bn.name)
+                x = ReuseConv(record, norm, self.dtype, name=record.name)(x, train)
+                i += 2
+                continue
             x = self.layer(record, train)(x)
+            i += 1
         return x
 
     def block(self, block: Block, x: jnp.ndarray, train: bool) -> jnp.ndarray:

@@ -21,6 +21,10 @@ Family = Literal["resnet", "wrn", "vgg"]
 FAMILIES: tuple[str, ...] = ("resnet", "wrn", "vgg")
 #: ReLU-reuse factors accepted (1 = no reuse; 2 = two-way split; >=4 = three-way split).
 REUSE_FACTORS: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64)
+#: Re2 channel splits: the paper's three groups, or N equal divisions (Table 14 ablation).
+REUSE_SPLITS: tuple[str, ...] = ("three", "equal")
+#: Which layers Re2 applies to: every kept ReLU layer, or one conv per block (Table 14).
+REUSE_LAYERS: tuple[str, ...] = ("kept", "alternate")
 
 
 def stage_name(stage: int) -> str:
@@ -65,6 +69,12 @@ class NetSpec:
       culled: stages whose ReLUs are all removed (Stage1 includes the stem ReLU).
       thinned: stages that keep one ReLU per block (see :mod:`hybrenet_jax.architecture`).
       reuse: ReLU-reuse factor N applied to every kept ReLU inside the stages (1 = off).
+      reuse_split: ``"three"`` (reuse C/4, linear, ReLU C/N: the paper's Re2 layer) or
+        ``"equal"`` (N equal divisions, ReLUs in the last); see :mod:`hybrenet_jax.architecture`.
+      reuse_link: whether the Re2 groups are linked Res2Net-style (the previous group's output
+        added to the next group's input before its conv).
+      reuse_layers: ``"kept"`` (every kept ReLU layer inside the stages) or ``"alternate"``
+        (one conv layer per BasicBlock, ``conv1``; the odd layers of a VGG stage).
       name: canonical model string this spec was built from (informational).
       in_channels: input image channels.
       head_width: hidden width of the VGG classifier (ignored by other families).
@@ -79,6 +89,9 @@ class NetSpec:
     culled: frozenset[int] = frozenset()
     thinned: frozenset[int] = frozenset()
     reuse: int = 1
+    reuse_split: str = "three"
+    reuse_link: bool = True
+    reuse_layers: str = "kept"
     name: str = ""
     in_channels: int = 3
     head_width: int = 4096
@@ -141,6 +154,17 @@ class NetSpec:
                 f"reuse={self.reuse}: accepted ReLU-reuse factors are "
                 f"{', '.join(str(r) for r in REUSE_FACTORS)}"
             )
+        for field, accepted in (("reuse_split", REUSE_SPLITS), ("reuse_layers", REUSE_LAYERS)):
+            if getattr(self, field) not in accepted:
+                raise DescriptionError(f"{field}={getattr(self, field)!r}; accepted: "
+                                       f"{', '.join(accepted)}")
+        if not isinstance(self.reuse_link, bool):
+            raise DescriptionError(f"reuse_link={self.reuse_link!r} must be True or False")
+        ablation = {"reuse_split": "three", "reuse_link": True, "reuse_layers": "kept"}
+        changed = [k for k, default in ablation.items() if getattr(self, k) != default]
+        if self.reuse == 1 and changed:
+            raise DescriptionError(f"{', '.join(changed)} set without ReLU-reuse: they shape "
+                                   "Re2 layers, so give a reuse factor N > 1 as well")
         if self.reuse > 1 and self.family == "wrn":
             raise DescriptionError(
                 "reuse: ReLU-reuse is defined for conv-BN-ReLU layers (families resnet and vgg); "

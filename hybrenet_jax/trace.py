@@ -10,7 +10,8 @@ nested jaxprs included:
 * params: leaves of the initialised ``params`` collection (shapes via :func:`jax.eval_shape`).
 
 These are compared with the analytic :func:`hybrenet_jax.counts.count` in the tests and by
-``hybrenet count --measure``.
+``hybrenet count --measure``. :func:`conv_sources` reads the wiring off the same trace: which
+convs' outputs reach each conv's input (the ReLU-reuse links are checked this way).
 """
 
 from __future__ import annotations
@@ -106,3 +107,46 @@ def measure(spec: NetSpec, **model_kwargs) -> Measured:
     closed = jax.make_jaxpr(lambda v, inp: model.apply(v, inp, train=False))(variables, x)
     relus, macs = count_jaxpr(closed.jaxpr)
     return Measured(relus=relus, macs=macs, params=params)
+
+
+def _module_path(eqn: jcore.JaxprEqn, prefix: str) -> str:
+    """The Flax module path of an equation (``stage2_block1_conv1/relu_group``)."""
+    # Flax names scopes after modules and methods ("Network.run"); transforms add "jvp(...)".
+    parts = f"{prefix}/{eqn.source_info.name_stack}".split("/")
+    return "/".join(p for p in parts if p and not any(c in p for c in ".()") and p != "Network")
+
+
+def _flow(jaxpr: jcore.Jaxpr, sources: list[frozenset], prefix: str,
+          found: dict[str, frozenset[str]]) -> list[frozenset]:
+    """Propagate "nearest conv upstream" sets through ``jaxpr``; record each conv's input."""
+    env: dict = dict(zip(jaxpr.invars, sources))
+    read = lambda v: frozenset() if isinstance(v, jcore.Literal) else env.get(v, frozenset())  # noqa: E731
+    for eqn in jaxpr.eqns:
+        ins = [read(v) for v in eqn.invars]
+        subs = [s for p in eqn.params.values() for s in _sub_jaxprs(p)]
+        if eqn.primitive.name == "conv_general_dilated":
+            name = _module_path(eqn, prefix)
+            found[name] = found.get(name, frozenset()) | ins[0]
+            outs = [frozenset({name})]
+        elif len(subs) == 1 and len(subs[0].invars) == len(eqn.invars):
+            outs = _flow(subs[0], ins, f"{prefix}/{eqn.source_info.name_stack}", found)
+        else:
+            union = frozenset().union(*ins)
+            outs = [union] * len(eqn.outvars)
+        env.update(zip(eqn.outvars, outs))
+    return [read(v) for v in jaxpr.outvars]
+
+
+def conv_sources(spec: NetSpec) -> dict[str, frozenset[str]]:
+    """For each conv of the traced model (by module path, e.g. ``stage2_block2_conv1/relu_group``;
+    a plain conv by its layer name), the convs whose outputs reach its input through non-conv
+    operations only (``"input"`` stands for the image)."""
+    model = build_model(spec)
+    x = jnp.zeros(input_shape(spec, 1), jnp.float32)
+    variables = jax.eval_shape(model.init, jax.random.PRNGKey(0), x)
+    closed = jax.make_jaxpr(lambda v, inp: model.apply(v, inp, train=False))(variables, x)
+    invars = closed.jaxpr.invars
+    sources = [frozenset()] * (len(invars) - 1) + [frozenset({"input"})]
+    found: dict[str, frozenset[str]] = {}
+    _flow(closed.jaxpr, sources, "", found)
+    return found

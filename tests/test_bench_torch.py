@@ -16,7 +16,9 @@ from hybrenet_jax.model_string import spec_from_model_string  # noqa: E402
 from hybrenet_jax.models import build_model, input_shape  # noqa: E402
 
 NETWORKS = ["resnet18", "hrn-5x5x3x", "hrn-2x5x3x:m=16", "hrn-2x5x3x:m=16,cull=S1,thin=S2+S3+S4",
-            "hrn-2x5x3x:m=16,cull=S1,thin=S2+S3+S4,reuse=4", "wrn22x8", "hrn-2x2x2x:m=8,reuse=2"]
+            "hrn-2x5x3x:m=16,cull=S1,thin=S2+S3+S4,reuse=4", "wrn22x8", "hrn-2x2x2x:m=8,reuse=2",
+            "resnet18:reuse=8,reuse_split=equal,reuse_link=off",
+            "resnet18:m=16,reuse=16,reuse_layers=alternate"]
 
 
 @pytest.mark.parametrize("network", NETWORKS)
@@ -34,11 +36,22 @@ def test_reuse_variant_uses_the_grouped_layout():
                if isinstance(m, torch.nn.Conv2d)) > 0
 
 
-@pytest.mark.parametrize("network", ["hrn-2x2x2x:m=4,cull=S1,thin=S2,reuse=4", "wrn10x1"])
+@pytest.mark.parametrize("network", [
+    "hrn-2x2x2x:m=4,cull=S1,thin=S2,reuse=4", "wrn10x1",
+    "hrn-2x2x2x:m=8,reuse=4,reuse_split=equal,reuse_layers=alternate",
+    "hrn-2x2x2x:m=8,reuse=8,reuse_link=off"])
 def test_same_function_as_our_model(network):
     spec = spec_from_model_string(network)
     ours = build_model(spec)
     variables = ours.init(jax.random.PRNGKey(0), jnp.zeros(input_shape(spec, 1)))
+    # random BatchNorm scales, shifts and statistics: each Re2 group must use its own slice
+    rng = np.random.default_rng(1)
+    variables = jax.tree_util.tree_map_with_path(
+        lambda path, v: rng.uniform(0.5, 1.5, v.shape).astype(np.float32)
+        if jax.tree_util.keystr(path).endswith(("['scale']", "['var']"))
+        else (rng.normal(0.0, 0.3, v.shape).astype(np.float32)
+              if jax.tree_util.keystr(path).endswith(("['bias']", "['mean']")) else v),
+        variables)
     x = np.random.default_rng(0).standard_normal((2, 32, 32, 3)).astype(np.float32)
     ref = np.asarray(ours.apply(variables, x, train=False))
     model = ReferenceNet(spec)

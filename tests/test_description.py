@@ -7,7 +7,7 @@ import pytest
 from hybrenet_jax import families
 from hybrenet_jax.architecture import CULLED, KEPT, THINNED, expand, reuse_split
 from hybrenet_jax.counts import count
-from hybrenet_jax.errors import DescriptionError, ModelStringError
+from hybrenet_jax.errors import DescriptionError, HybrenetError, ModelStringError
 from hybrenet_jax.model_string import (model_string_with, parse_model_string,
                                        spec_from_model_string)
 from hybrenet_jax.netspec import NetSpec
@@ -92,22 +92,63 @@ def test_wrn_thinning_keeps_inner_relu_and_drops_final():
     assert state["final_relu"] == THINNED
 
 
-@pytest.mark.parametrize("n,split", [(1, (0, 64, 0)), (2, (0, 32, 32)), (4, (16, 16, 32)),
-                                     (8, (16, 8, 40)), (16, (16, 4, 44))])
-def test_reuse_split(n, split):
-    assert reuse_split(64, n) == split
+@pytest.mark.parametrize("n,split,widths", [
+    (1, "three", (64,)), (2, "three", (32, 32)), (4, "three", (16, 32, 16)),
+    (8, "three", (16, 40, 8)), (16, "three", (16, 44, 4)), (2, "equal", (32, 32)),
+    (4, "equal", (16,) * 4), (8, "equal", (8,) * 8)])
+def test_reuse_split_puts_the_relu_group_last(n, split, widths):
+    assert reuse_split(64, n, split) == widths
 
 
 def test_reuse_makes_convs_grouped_and_divides_relus():
     spec = spec_from_model_string("hrn-2x5x3x:cull=S1,thin=S2+S3+S4,reuse=4")
     arch = expand(spec)
     conv = next(c for c in arch.convs() if c.name == "stage3_block2_conv1")
-    assert conv.reuse == 4 and conv.group_convs() == ((40, 40, 3), (80, 80, 3))
+    # [reuse 40 (identity) | linear 80 | relu 40]; the relu group reads the linear output
+    assert conv.reuse == 4 and conv.group_convs() == ((80, 80, 3), (40, 40, 3))
+    assert [(g.name, g.in_start, g.out_stop, g.kernel, g.link) for g in conv.groups()] == [
+        ("reuse", 0, 40, 0, 0), ("linear_group", 40, 120, 3, 40), ("relu_group", 120, 160, 3, 40)]
     first = next(c for c in arch.convs() if c.name == "stage3_block1_conv1")
-    assert first.group_convs()[-1] == (8, 40, 1)  # reuse path needs a strided 1x1 projection
+    assert first.group_convs()[0] == (8, 40, 1)  # reuse path needs a strided 1x1 projection
+    assert all(g.link == 0 for g in first.groups())  # strided: no links across resolutions
     assert all(c.reuse == 1 for c in arch.convs() if c.stage == 1)  # culled stage
     relu = next(r for r in arch.relu_sites() if r.name == "stage3_block2_relu1")
-    assert relu.relus == 160 * 8 * 8 // 4
+    assert relu.relus == 160 * 8 * 8 // 4 and relu.relu_start == 120
+
+
+def test_reuse_ablation_options_shape_the_groups():
+    def groups(opts):
+        arch = expand(spec_from_model_string(f"resnet18:m=16,reuse=4{opts}"))
+        return next(c for c in arch.convs() if c.name == "stage2_block2_conv1").groups()
+
+    equal = groups(",reuse_split=equal")
+    assert [(g.name, g.in_ch, g.link) for g in equal] == [
+        ("linear_group1", 8, 0), ("linear_group2", 8, 8), ("linear_group3", 8, 8),
+        ("relu_group", 8, 8)]
+    assert all(g.link == 0 for g in groups(",reuse_split=equal,reuse_link=off"))
+    assert all(g.link == 0 for g in groups(",reuse_link=off"))
+    two = [(g.name, g.in_ch, g.link) for g in expand(spec_from_model_string(
+        "resnet18:m=16,reuse=2")).convs()[3].groups()]
+    assert two == [("linear_group", 8, 0), ("relu_group", 8, 8)]  # the naive two-way split
+
+
+def test_alternate_reuse_layers_are_conv1_of_each_block():
+    arch = expand(spec_from_model_string("resnet18:m=16,reuse=4,reuse_layers=alternate"))
+    reused = {c.name for c in arch.convs() if c.reuse > 1}
+    assert reused == {f"stage{s}_block{b}_conv1" for s in range(1, 5) for b in (1, 2)}
+    assert arch.relu_sites()[0].reuse == 1  # the stem is untouched
+
+
+@pytest.mark.parametrize("text,fragment", [
+    ("resnet18:reuse_split=equal", "give reuse=N too"),
+    ("resnet18:reuse=4,reuse_link=maybe", "reuse_link='maybe'; accepted: on, off"),
+    ("resnet18:reuse=4,reuse_layers=every", "accepted: kept, alternate"),
+    ("resnet18:m=12,reuse=8,reuse_split=equal", "with reuse_split=equal every affected width"),
+])
+def test_reuse_ablation_errors(text, fragment):
+    with pytest.raises(HybrenetError) as err:
+        spec_from_model_string(text)
+    assert fragment in str(err.value)
 
 
 # -- model-string syntax -------------------------------------------------------------------

@@ -34,6 +34,8 @@ VARIANTS = [
     "wrn16x2:cull=S1,thin=S2+S3",
     "vgg16:thin=S1+S2+S3+S4+S5",
     "vgg16:cull=S1,reuse=4",
+    "vgg16:cull=S1,reuse=8,reuse_split=equal,reuse_layers=alternate",
+    "resnet18:m=16,reuse=16,reuse_split=equal,reuse_link=off",
     "resnet20:cull=S3",
 ]
 
@@ -137,6 +139,13 @@ def test_parameter_paths_use_layer_names():
     assert reuse["relu_group"]["kernel"].shape == (3, 3, 8, 8)
     assert reuse["linear_group"]["kernel"].shape == (3, 3, 16, 16)
     assert "reuse" in params["stage3_block1_conv1"]  # shape change: 1x1 projection
+    # the BatchNorm after a Re2 conv keeps its own name and all C channels
+    assert variables["batch_stats"]["stage3_block2_bn1"]["mean"].shape == (32,)
+    assert params["stage3_block2_bn1"]["scale"].shape == (32,)
+    equal = jax.eval_shape(build_model(spec.replace(reuse_split="equal")).init,
+                           jax.random.PRNGKey(0), jnp.ones(input_shape(spec)))["params"]
+    assert set(equal["stage3_block2_conv1"]) == {"linear_group1", "linear_group2",
+                                                 "linear_group3", "relu_group"}
 
 
 # -- fine-grained masks --------------------------------------------------------------------

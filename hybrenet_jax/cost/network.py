@@ -3,8 +3,10 @@
 Walks :func:`hybrenet_jax.architecture.expand`'s layers in execution order:
 
 * ``Conv``: Delphi HE at the layer's input resolution. A ReLU-reuse (grouped) conv costs the
-  sum of its dense groups, each packed on its own (default), or, with ``dense_grouped``, the
-  dense ``in_ch -> out_ch`` conv it replaces.
+  sum of its dense groups (``Conv.group_convs``: one per group with a kernel; a pass-through
+  reuse group costs nothing), each packed on its own (default), or, with ``dense_grouped``,
+  the dense ``in_ch -> out_ch`` conv it replaces. The Res2Net links between the groups add
+  ciphertexts and are not charged.
 * ``Dense``: Delphi's FC packing.
 * ``ReluSite``: its evaluated ReLUs go through garbled circuits.
 * BatchNorm folds into the preceding conv; pooling and residual adds are linear on secret

@@ -8,9 +8,11 @@ description of the network) together with trained Flax variables and returns a
   post-activation ResNet and VGG families, ``conv1 -> bn2`` of the pre-activation WRN block)
   is folded into that conv: with ``s = gamma / sqrt(var + eps)`` the kernel becomes
   ``kernel * s`` (per output channel) and the conv gains the bias ``beta - mean * s``.
-* A ReLU-reuse conv is folded per output-channel slice ``[reuse | relu | linear]``: each
-  sub-conv takes the scale and bias of its own output channels. An identity reuse group
-  (shape unchanged) has no kernel to fold into, so its slice keeps the BatchNorm as a
+* A ReLU-reuse conv is folded per group (:meth:`~hybrenet_jax.architecture.Conv.groups`:
+  ``[reuse | linear | relu]`` or N equal divisions): each sub-conv takes the scale and bias of
+  its own output channels. The Res2Net links read the previous group's *normalised* output, so
+  they carry over to the folded graph unchanged (``link`` on each part). An identity reuse
+  group (shape unchanged) has no kernel to fold into, so its slice keeps the BatchNorm as a
   per-channel affine ``x * s + b`` on the passed-on channels (:class:`PassPart`).
 * A BatchNorm that follows no conv (the WRN ``bn1`` of every block and ``final_bn``) becomes a
   per-channel affine layer (:class:`Affine`, ``Mul`` + ``Add`` in ONNX). It cannot be folded
@@ -30,7 +32,7 @@ from typing import Any, Iterator, Mapping, Union
 import numpy as np
 
 from hybrenet_jax.architecture import (BatchNorm, Block, Conv, Dense, Layer, Pool, ReluSite,
-                                       expand, reuse_split)
+                                       expand)
 from hybrenet_jax.export.errors import ExportError
 from hybrenet_jax.models import BN_EPSILON
 from hybrenet_jax.netspec import NetSpec
@@ -41,8 +43,10 @@ class ConvPart:
     """A dense sub-conv reading input channels ``[in_start, in_stop)``.
 
     ``group`` is ``""`` for an ordinary conv, else the ReLU-reuse group (``"reuse"``,
-    ``"relu_group"`` or ``"linear_group"``). ``kernel`` is HWIO; ``bias`` is ``None`` when no
-    BatchNorm was folded in. Padding is ``k // 2`` on every side.
+    ``"linear_group"``, ``"linear_group2"``, ``"relu_group"``, ...). ``kernel`` is HWIO;
+    ``bias`` is ``None`` when no BatchNorm was folded in. Padding is ``k // 2`` on every side.
+    ``link`` > 0: the first ``link`` channels of the previous part's output are added onto the
+    first ``link`` input channels before the conv.
     """
 
     group: str
@@ -51,6 +55,7 @@ class ConvPart:
     kernel: np.ndarray
     bias: np.ndarray | None
     stride: int
+    link: int = 0
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -63,6 +68,7 @@ class PassPart:
     scale: np.ndarray | None
     shift: np.ndarray | None
     group: str = "reuse"
+    link: int = 0
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -188,7 +194,8 @@ def _describe(layer: FoldedLayer) -> dict:
     if isinstance(layer, FoldedConv):
         parts = []
         for part in layer.parts:
-            item = {"group": part.group or None, "in_channels": [part.in_start, part.in_stop]}
+            item = {"group": part.group or None, "in_channels": [part.in_start, part.in_stop],
+                    "link": part.link}
             if isinstance(part, ConvPart):
                 item.update(op="conv", kernel=part.kernel.shape[0], stride=part.stride,
                             out_channels=part.kernel.shape[-1])
@@ -257,37 +264,31 @@ class _Folder:
         scale, shift = self.bn(bn) if bn is not None else (None, None)
 
         def part(group: str, path: tuple[str, ...], ins: tuple[int, int],
-                 outs: tuple[int, int]) -> ConvPart:
+                 outs: tuple[int, int], kernel_size: int, link: int) -> ConvPart:
             kernel = self._get(self.params, record.name, *path, "kernel")
-            if kernel.shape[-1] != outs[1] - outs[0] or kernel.shape[-2] != ins[1] - ins[0]:
+            if kernel.shape != (kernel_size, kernel_size, ins[1] - ins[0], outs[1] - outs[0]):
                 raise ExportError(f"{'/'.join((record.name, *path, 'kernel'))} has shape "
-                                  f"{kernel.shape}, expected {ins[1] - ins[0]} -> "
-                                  f"{outs[1] - outs[0]} channels")
+                                  f"{kernel.shape}, expected {kernel_size}x{kernel_size}, "
+                                  f"{ins[1] - ins[0]} -> {outs[1] - outs[0]} channels")
             bias = None
             if scale is not None:
                 kernel = (kernel.astype(np.float64) * scale[outs[0]:outs[1]])
                 bias = shift[outs[0]:outs[1]].astype(np.float32)
             return ConvPart(group, ins[0], ins[1], kernel.astype(np.float32), bias,
-                            record.stride)
+                            record.stride, link)
 
-        if record.reuse == 1:
-            parts: list[Union[ConvPart, PassPart]] = [
-                part("", (), (0, record.in_ch), (0, record.out_ch))]
-        else:
-            r_in, p_in, _ = reuse_split(record.in_ch, record.reuse)
-            r_out, p_out, _ = reuse_split(record.out_ch, record.reuse)
-            parts = []
-            if r_out and record.reuse_needs_projection:
-                parts.append(part("reuse", ("reuse",), (0, r_in), (0, r_out)))
-            elif r_out:
+        parts: list[Union[ConvPart, PassPart]] = []
+        for g in record.groups():
+            ins, outs = (g.in_start, g.in_stop), (g.out_start, g.out_stop)
+            if g.is_identity:
                 parts.append(PassPart(
-                    0, r_in,
-                    None if scale is None else scale[:r_out].astype(np.float32),
-                    None if shift is None else shift[:r_out].astype(np.float32)))
-            parts.append(part("relu_group", ("relu_group",), (r_in, r_in + p_in),
-                              (r_out, r_out + p_out)))
-            parts.append(part("linear_group", ("linear_group",), (r_in + p_in, record.in_ch),
-                              (r_out + p_out, record.out_ch)))
+                    g.in_start, g.in_stop,
+                    None if scale is None else scale[g.out_start:g.out_stop].astype(np.float32),
+                    None if shift is None else shift[g.out_start:g.out_stop].astype(np.float32),
+                    g.name, g.link))
+            else:
+                parts.append(part(g.name, (g.name,) if g.name else (), ins, outs, g.kernel,
+                                  g.link))
         self.spatial = (record.out_hw, record.out_hw, record.out_ch)
         return FoldedConv(record, tuple(parts), bn.name if bn is not None else None)
 

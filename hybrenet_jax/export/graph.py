@@ -10,9 +10,11 @@ emits nodes. Both therefore run exactly the same graph, wired as
   ``main[k:](a) + (shortcut(a) if there is one else x)``;
 * ``stem``, ``plain``, ``head``: ``main(x)``.
 
-A kept ReLU site applies ``relu`` (only to the relu-group channels under ReLU-reuse, whose
-output is also added onto the first C/N linear-group channels); culled and thinned sites are
-the identity, exactly like :class:`hybrenet_jax.models.ReluGate`.
+A ReLU-reuse conv runs its groups in order, as :class:`hybrenet_jax.models.ReuseConv` does:
+input slice, plus (where the group links) the previous group's folded output added onto its
+first channels, then the group's conv (or pass-through affine); the outputs are concatenated.
+A kept ReLU site applies ``relu`` (only to the last, ReLU-group channels under ReLU-reuse);
+culled and thinned sites are the identity, exactly like :class:`hybrenet_jax.models.ReluGate`.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from typing import Protocol, Sequence, TypeVar
 
 import numpy as np
 
-from hybrenet_jax.architecture import Pool, ReluSite, reuse_split
+from hybrenet_jax.architecture import Pool, ReluSite
 from hybrenet_jax.export.folding import (Affine, ConvPart, FoldedBlock, FoldedConv, FoldedDense,
                                          FoldedLayer, FoldedNetwork)
 
@@ -50,15 +52,27 @@ class Ops(Protocol[T]):
               in_hwc: tuple[int, int, int] | None) -> T: ...
 
 
+def link(ops: Ops[T], x: T, width: int, previous: T, channels: int, name: str) -> T:
+    """``x`` (``width`` channels) with the first ``channels`` of ``previous`` added onto its
+    first channels (a Res2Net link between ReLU-reuse groups)."""
+    linked = ops.add(ops.channels(x, 0, channels, f"{name}_linked") if channels < width else x,
+                     ops.channels(previous, 0, channels, f"{name}_from_previous"), f"{name}_link")
+    if channels == width:
+        return linked
+    return ops.concat([linked, ops.channels(x, channels, width, f"{name}_rest")], f"{name}_in")
+
+
 def conv(layer: FoldedConv, ops: Ops[T], x: T) -> T:
-    """A folded conv: one conv, or per-group slices concatenated in output order."""
+    """A folded conv: one conv, or its ReLU-reuse groups in order, concatenated."""
     if layer.is_single:
         part = layer.parts[0]
         return ops.conv(x, layer.name, part.kernel, part.bias, part.stride)
-    outs = []
+    outs: list[T] = []
     for part in layer.parts:
         name = f"{layer.name}_{part.group}"
         xs = ops.channels(x, part.in_start, part.in_stop, f"{name}_in")
+        if part.link:
+            xs = link(ops, xs, part.in_stop - part.in_start, outs[-1], part.link, name)
         if isinstance(part, ConvPart):
             outs.append(ops.conv(xs, name, part.kernel, part.bias, part.stride))
         elif part.scale is not None:
@@ -69,20 +83,15 @@ def conv(layer: FoldedConv, ops: Ops[T], x: T) -> T:
 
 
 def relu_gate(site: ReluSite, ops: Ops[T], x: T) -> T:
-    """A ReLU position: identity unless kept; reuse-aware (see the module docstring)."""
+    """A ReLU position: identity unless kept; under reuse only the last C/N channels."""
     if not site.kept:
         return x
     if site.reuse == 1:
         return ops.relu(x, site.name)
-    r, p, linear = reuse_split(site.channels, site.reuse)
-    activated = ops.relu(ops.channels(x, r, r + p, f"{site.name}_group"), site.name)
-    parts = [ops.channels(x, 0, r, f"{site.name}_reuse")] if r else []
-    parts.append(activated)
-    linked = ops.channels(x, r + p, r + 2 * p, f"{site.name}_linked")
-    parts.append(ops.add(linked, activated, f"{site.name}_link"))
-    if linear > p:
-        parts.append(ops.channels(x, r + 2 * p, site.channels, f"{site.name}_linear"))
-    return ops.concat(parts, f"{site.name}_out")
+    start = site.relu_start
+    activated = ops.relu(ops.channels(x, start, site.channels, f"{site.name}_group"), site.name)
+    return ops.concat([ops.channels(x, 0, start, f"{site.name}_linear"), activated],
+                      f"{site.name}_out")
 
 
 def layer(record: FoldedLayer, ops: Ops[T], x: T) -> T:

@@ -7,9 +7,10 @@ output ``logits`` is ``[batch, classes]``. Conv weights are OIHW (transposed fro
 the VGG classifier's first dense kernel has its rows permuted from NHWC to NCHW flatten order.
 
 Ops: ``Conv`` (with bias where a BatchNorm was folded in), ``Slice``/``Concat`` on the channel
-axis for ReLU-reuse groups (each group is its own ``Conv``), ``Mul``+``Add`` for BatchNorms
-that follow no conv, ``Relu`` only where the network keeps one (under reuse, on the relu-group
-slice, plus the ``Add`` that links it onto the linear group), ``Add`` for residuals,
+axis for ReLU-reuse groups (each group is its own ``Conv``; a linked group's ``Conv`` reads the
+``Add`` of its input slice and the previous group's output), ``Mul``+``Add`` for BatchNorms
+that follow no conv, ``Relu`` only where the network keeps one (under reuse, on the last,
+ReLU-group slice), ``Add`` for residuals,
 ``AveragePool``/``GlobalAveragePool``+``Flatten``, ``Gemm`` for dense layers. Opset
 :data:`OPSET`.
 """
