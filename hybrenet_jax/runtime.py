@@ -2,9 +2,10 @@
 
 XLA:CPU (jaxlib 0.10-0.12) hands convolutions to YNNPACK by default, whose convolution *weight
 gradients* are several times slower than its forward pass; Eigen's convolutions train our
-networks 1.4-2.0x faster on CPU on jaxlib 0.10, and faster still on 0.11 and 0.12
-(``docs/benchmarks.md``; re-measure with ``python -m bench.xla_flag_check``). ``configure_xla`` routes convolutions
-to Eigen by appending one flag to ``XLA_FLAGS``. It is added only where JAX will run on the
+networks 1.4-2.0x faster on a 2-core Xeon (jaxlib 0.10) and 1.1-1.8x faster on a 2-core AMD
+EPYC (jaxlib 0.10, 0.11 and 0.12; ``docs/benchmarks.md``, ``python -m bench.xla_flag_check``
+re-measures). ``configure_xla`` routes convolutions to Eigen by appending one flag to
+``XLA_FLAGS``. It is added only where JAX will run on the
 CPU: not when ``JAX_PLATFORMS`` names no ``cpu``, nor (unless ``JAX_PLATFORMS`` names ``cpu``)
 when a GPU/TPU plugin of JAX is installed, whose XLA build need not know the flag.
 
