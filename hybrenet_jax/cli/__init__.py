@@ -43,7 +43,8 @@ model strings: NAME[:key=value,...]
   NAME  resnet18 resnet34 resnet20 resnet32 resnet56 wrnDxK vgg16 hrn-AxBxCx stagech-SxSxSx
         convnext-t|n|p|f|a regnetx-200mf|400mf|600mf|800mf
   keys  m (base width), depths (3-4-6-3), widths (resnet18/34 only), cull / thin (S1+S2),
-        reuse (ReLU-reuse factor N), classes
+        reuse (ReLU-reuse factor N) with reuse_split (three|equal), reuse_link (on|off),
+        reuse_layers (kept|alternate), classes
 """
 
 
