@@ -64,7 +64,7 @@ def test_throughput_json_without_torch(monkeypatch, capsys, tmp_path):
     assert 0 < record["ours_mfu"]
     text = docs.read_text()
     assert text.startswith("# title\n\nintro") and "## Notes\nkept" in text
-    assert "old" not in text and f"`{TINY}`" in text and "pending a session with a GPU" in text
+    assert "old" not in text and f"`{TINY}`" in text and "python -m bench.accelerator" in text
 
 
 def test_help_lists_the_options(capsys):
