@@ -3,6 +3,8 @@
 Not a runnable config on its own: ``default.py``, ``cifar100_hrn.py`` etc. start from
 :func:`base_config` and change what differs. Durations are resolved at run time: when
 ``total_steps > 0`` it overrides ``num_epochs``; ``*_every_steps = 0`` means once per epoch.
+Every field has a rule (type, range, choices) in ``hybrenet_jax/train/config_rules.py``, checked
+before a run builds anything; a new field needs one there (a test keeps the two in step).
 """
 
 from __future__ import annotations

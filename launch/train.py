@@ -4,12 +4,17 @@ Any config field can be overridden: ``--config.total_steps=100 --config.model=hr
 A typo in a field name fails loudly (the config is locked). Multi-process runs (one process
 per host) call ``jax.distributed.initialize`` — automatically on SLURM/TPU pods with
 ``--distributed``, or explicitly with ``--coordinator_address/--num_processes/--process_id``.
+
+Every config field is checked against its rule (``hybrenet_jax/train/config_rules.py``) before
+anything starts: a bad value is one line and exit 2. Ctrl-C saves the current step like SIGTERM
+(exit 0, rerun to resume); a second Ctrl-C stops at once without saving (exit 130).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow (tfds, TensorBoard) is chatty
@@ -48,22 +53,48 @@ def _init_distributed() -> None:
         jax.distributed.initialize()
 
 
+def _aborted() -> None:
+    """A second Ctrl-C (or one before training started): one line, exit 130 at once."""
+    print("launch.train: interrupted; nothing more was saved, rerun the same command to resume "
+          "from the last checkpoint", file=sys.stderr)
+    sys.stderr.flush()
+    sys.stdout.flush()
+    os._exit(130)  # background writers (async checkpoints, data threads) must not delay it
+
+
+def _on_interrupt(signum, frame) -> None:  # noqa: ARG001
+    """SIGINT outside the training loop, or a second one inside it (the loop passes that on)."""
+    _aborted()
+
+
 def main(argv) -> int:
     del argv
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     for noisy in ("absl", "orbax", "jax._src"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    _init_distributed()
     from hybrenet_jax.errors import HybrenetError
     from hybrenet_jax.train import train_and_evaluate
+    from hybrenet_jax.train.config_rules import validate_config
+    from hybrenet_jax.train.loop import run_directory
 
+    # Ctrl-C: the training loop takes the first one (save, then stop); any other stops the
+    # process at once with one line, wherever it lands (imports, compiling, an async save,
+    # JAX's exit handlers), so no library prints a traceback for it.
+    signal.signal(signal.SIGINT, _on_interrupt)
     try:
-        summary = train_and_evaluate(FLAGS.config, FLAGS.workdir)
+        # the static checks come before the cluster is joined and before anything compiles
+        validate_config(FLAGS.config)
+        workdir = run_directory(FLAGS.workdir)
+        _init_distributed()
+        summary = train_and_evaluate(FLAGS.config, workdir)
     except HybrenetError as err:
         print(f"launch.train: error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        _aborted()
     if summary.get("preempted"):
-        print(f"preempted at step {summary['step']}; rerun the same command to resume")
+        what = "interrupted" if summary.get("signal") == "SIGINT" else "preempted"
+        print(f"{what} at step {summary['step']} (saved); rerun the same command to resume")
         return 0
     print(f"done: test accuracy {summary['test_accuracy']:.4f} after {summary['steps']} steps "
           f"({summary['wall_seconds']:.0f} s); params digest {summary['params_digest'][:16]}; "
@@ -92,7 +123,10 @@ def cli() -> None:
               "accepted fields are those of the config file (see configs/base.py)",
               file=sys.stderr)
         sys.exit(2)
-    sys.exit(main(argv))
+    try:
+        sys.exit(main(argv))
+    except KeyboardInterrupt:  # Ctrl-C while importing or starting up
+        _aborted()
 
 
 if __name__ == "__main__":

@@ -114,11 +114,21 @@ def test_diverging_loss_stops_with_clear_message_and_keeps_last_checkpoint(tmp_p
 
     good = train_and_evaluate(tiny_config(total_steps=2), tmp_path)
     bad = tiny_config(total_steps=12, learning_rate=1e12, log_every_steps=1, warmup_epochs=0.0)
-    with pytest.raises(TrainingError, match="non-finite training metrics at step"):
+    with pytest.raises(TrainingError, match=r"non-finite training metrics at step .* the last "
+                                            r"checkpoint \(step 2\) in .* is intact"):
         train_and_evaluate(bad, tmp_path)
     _, meta = load_variables(tmp_path)
     assert meta["step"] == 2 and meta["digest"] == good["params_digest"]
     assert (tmp_path / "summary.json").exists()
+
+
+def test_divergence_before_the_first_checkpoint_does_not_claim_one(tmp_path):
+    from hybrenet_jax.train import TrainingError, train_and_evaluate
+
+    bad = tiny_config(total_steps=12, learning_rate=1e12, log_every_steps=1, warmup_epochs=0.0)
+    with pytest.raises(TrainingError, match="no checkpoint was saved yet") as err:
+        train_and_evaluate(bad, tmp_path)
+    assert "is intact" not in str(err.value)
 
 
 def test_disk_full_on_checkpoint_write_is_reported(tmp_path, monkeypatch):
@@ -131,7 +141,41 @@ def test_disk_full_on_checkpoint_write_is_reported(tmp_path, monkeypatch):
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(ocp.CheckpointManager, "save", full)
-    with pytest.raises(CheckpointError, match=r"the disk is full \(ENOSPC\).*rerun"):
+    with pytest.raises(CheckpointError, match=r"the disk is full \(ENOSPC\); no checkpoint was "
+                                              r"saved yet.*rerun"):
+        train_and_evaluate(tiny_config(total_steps=1), tmp_path)
+
+
+def test_a_full_disk_reported_by_tensorstore_is_named_with_the_last_intact_step():
+    from hybrenet_jax.train.checkpoint import _write_error, is_disk_full
+
+    try:
+        try:
+            raise ValueError("RESOURCE_EXHAUSTED: Error writing local file \"/w/d/x\"\n" * 50)
+        except ValueError as inner:
+            raise RuntimeError("save failed") from inner
+    except RuntimeError as err:
+        outer = err
+    assert is_disk_full(outer) and not is_disk_full(ValueError("shape mismatch"))
+    message = str(_write_error(outer, "checkpoint step 8 to /w/checkpoints", 6))
+    assert "the disk is full (ENOSPC); the last intact checkpoint is step 6" in message
+    assert "\n" not in message and len(message) < 400
+
+
+def test_a_full_disk_while_writing_the_summary_is_one_clear_error(tmp_path, monkeypatch):
+    import pathlib
+
+    from hybrenet_jax.train import TrainingError, train_and_evaluate
+
+    write_text = pathlib.Path.write_text
+
+    def full_for_summary(self, *args, **kwargs):
+        if self.name.startswith("summary.json"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return write_text(self, *args, **kwargs)
+
+    monkeypatch.setattr(pathlib.Path, "write_text", full_for_summary)
+    with pytest.raises(TrainingError, match=r"writing .*summary.json failed: the disk is full"):
         train_and_evaluate(tiny_config(total_steps=1), tmp_path)
 
 

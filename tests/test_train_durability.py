@@ -128,3 +128,37 @@ def test_resuming_past_a_truncated_checkpoint_prints_one_warning_not_tracebacks(
     assert "checkpoint step 6" in resumed.stderr and "truncated" in resumed.stderr
     assert "resumed from step 4" in resumed.stderr
     assert "Traceback" not in resumed.stderr, resumed.stderr[-3000:]
+
+
+def test_the_state_digest_covers_the_optimizer_state_and_step():
+    import jax.numpy as jnp
+
+    from hybrenet_jax.train.checkpoint import full_state_digest, state_digest
+    from hybrenet_jax.train.state import TrainState
+
+    def state(momentum, step=3):
+        return TrainState(step=jnp.asarray(step, jnp.int32), params={"w": jnp.ones((2, 2))},
+                          batch_stats={"mean": jnp.zeros(2)},
+                          opt_state=({"trace": jnp.full((2, 2), momentum)},))
+
+    base = state(0.5)
+    assert state_digest(state(0.25)) == state_digest(base)  # params and BN statistics only
+    assert full_state_digest(state(0.25)) != full_state_digest(base)
+    assert full_state_digest(state(0.5, step=4)) != full_state_digest(base)
+    assert full_state_digest(state(0.5)) == full_state_digest(base)
+
+
+def test_a_manifestless_checkpoint_failing_the_state_digest_is_not_resumed(tmp_path, caplog):
+    config = dict(total_steps=4, checkpoint_every_steps=2, checkpoint_keep=2)
+    first = train_and_evaluate(tiny_config(**config), tmp_path)
+    step4 = tmp_path / "checkpoints" / "4"
+    (step4 / MANIFEST).unlink()  # as if killed between the save and its manifest
+    meta_file = step4 / "meta" / "metadata"
+    meta = json.loads(meta_file.read_text())
+    assert meta["digest"] and len(meta["state_digest"]) == 64
+    meta["state_digest"] = "0" * 64  # what an altered optimizer state reads as
+    meta_file.write_text(json.dumps(meta))
+    with caplog.at_level(logging.INFO):
+        again = train_and_evaluate(tiny_config(**config), tmp_path)
+    assert "state digest mismatch" in caplog.text and "resumed from step 2" in caplog.text
+    assert again["params_digest"] == first["params_digest"]

@@ -6,14 +6,21 @@ Two :class:`orbax.checkpoint.CheckpointManager` s live in a workdir:
 * ``best/`` — the best ``keep_best`` checkpoints by eval accuracy.
 
 Each checkpoint holds the train state and a JSON ``meta`` item (model string, dataset, step,
-epoch, accuracy, and a SHA-256 digest of the state). Orbax writes to a temporary directory and
-renames it when complete, so a run killed mid-save leaves no half checkpoint.
+epoch, accuracy, a SHA-256 digest of params and BN statistics (``digest``, what
+:func:`load_variables` reads) and one of everything a resume restores: step, params, BN
+statistics and optimizer state (``state_digest``; checkpoints written before it have none)).
+Orbax writes to a temporary directory and renames it when complete, so a run killed mid-save
+leaves no half checkpoint.
 
 Once a save is complete, a manifest (size and SHA-256 of every file) is written into the step
 directory. Reading checks the manifest first, so a checkpoint damaged later (a truncated or
 altered file) is rejected before Orbax reads it; one without a manifest (the run was killed
 between the save and its manifest) is read and checked against the state digest. Either way a
 bad checkpoint is reported and the next older one is used.
+
+A kill can land between the best and the periodic save of one step, so a rerun may reach a
+step that one of the two directories already holds: training is a function of the step, so
+that checkpoint is the one this run would write, and the save is skipped (never an error).
 """
 
 from __future__ import annotations
@@ -125,21 +132,52 @@ def state_digest(state: Any) -> str:
     return tree_digest({"params": get("params"), "batch_stats": get("batch_stats", {}) or {}})
 
 
+def full_state_digest(state: Any) -> str:
+    """Digest of every leaf of a train state as the loop holds it (step, params, BN
+    statistics, optimizer state); compared only against a state restored in the same form."""
+    return tree_digest(state)
+
+
+def _digests(state: Any) -> dict[str, str]:
+    return {"digest": state_digest(state), "state_digest": full_state_digest(state)}
+
+
 def _save_args(state: Any, meta: dict) -> ocp.args.Composite:
     return ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta))
 
 
-def _write_error(err: BaseException, what: str) -> CheckpointError:
-    """A clear error for a failed checkpoint write (disk full named as such)."""
+#: How a full disk reads in the messages of writers that raise no OSError (TensorStore).
+DISK_FULL_MARKERS = ("RESOURCE_EXHAUSTED", "No space left on device", "ENOSPC")
+
+
+def is_disk_full(err: BaseException) -> bool:
+    """Whether ``err`` (or an exception it came from) says the disk is full."""
+    seen: set[int] = set()
+    cause: BaseException | None = err
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        if isinstance(cause, OSError) and cause.errno == errno.ENOSPC:
+            return True
+        if any(marker in str(cause) for marker in DISK_FULL_MARKERS):
+            return True
+        cause = cause.__cause__ or cause.__context__
+    return False
+
+
+def _write_error(err: BaseException, what: str, intact: int | None = None) -> CheckpointError:
+    """A clear one-line error for a failed checkpoint write (disk full named as such)."""
     cause: BaseException | None = err
     while cause is not None and not isinstance(cause, OSError):
         cause = cause.__cause__ or cause.__context__
     reason = (f"{cause.strerror or cause}" if isinstance(cause, OSError)
-              else f"{type(err).__name__}: {err}")
-    if isinstance(cause, OSError) and cause.errno == errno.ENOSPC:
+              else f"{type(err).__name__}: {str(err).splitlines()[0][:200] if str(err) else ''}")
+    if is_disk_full(err):
         reason = "the disk is full (ENOSPC)"
-    return CheckpointError(f"writing {what} failed: {reason}; earlier checkpoints are intact, "
-                           "free space (or fix the path) and rerun the same command to resume")
+    kept = ("earlier checkpoints are intact" if intact is None
+            else f"the last intact checkpoint is step {intact}" if intact >= 0
+            else "no checkpoint was saved yet")
+    return CheckpointError(f"writing {what} failed: {reason}; {kept}, free space (or fix the "
+                           "path) and rerun the same command to resume")
 
 
 class Checkpointer:
@@ -154,31 +192,43 @@ class Checkpointer:
 
     def save(self, step: int, state: Any, meta: dict, force: bool = False) -> bool:
         """Save ``state`` at ``step`` (with its digest in ``meta``); returns whether it saved."""
-        meta = {**meta, "step": int(step), "digest": state_digest(state)}
+        meta = {**meta, "step": int(step), **_digests(state)}
         try:
             self._seal(self.latest)
+            if int(step) in self.latest.all_steps():
+                return False  # left by a run killed after this save (see the module notes)
             saved = self.latest.save(step, args=_save_args(state, meta), force=force)
             if not self.use_async:
                 _write_manifests(self.latest)
             return saved
         except Exception as err:  # noqa: BLE001 - reported as one clear error
-            raise _write_error(err, f"checkpoint step {step} to {self.latest.directory}") from err
+            raise _write_error(err, f"checkpoint step {step} to {self.latest.directory}",
+                               self._intact()) from err
 
     def save_best(self, step: int, state: Any, meta: dict, accuracy: float) -> None:
         """Offer ``state`` to the best-k set (kept only if among the best accuracies)."""
         if self.best is None:
             return
         meta = {**meta, "step": int(step), "accuracy": float(accuracy),
-                "digest": state_digest(state)}
+                **_digests(state)}
         try:
             self._seal(self.best)
+            if int(step) in self.best.all_steps():
+                return  # left by a run killed between this save and the periodic one
             self.best.save(step, args=_save_args(state, meta),
                            metrics={"accuracy": float(accuracy)}, force=True)
             if not self.use_async:
                 _write_manifests(self.best)
         except Exception as err:  # noqa: BLE001
-            raise _write_error(err, f"best checkpoint step {step} to {self.best.directory}") \
-                from err
+            raise _write_error(err, f"best checkpoint step {step} to {self.best.directory}",
+                               self._intact()) from err
+
+    def _intact(self) -> int:
+        """The newest periodic step with a manifest (-1: none); what a rerun resumes from."""
+        directory = pathlib.Path(self.latest.directory)
+        steps = [int(p.name) for p in directory.iterdir() if p.name.isdigit()
+                 and (p / MANIFEST).is_file()] if directory.is_dir() else []
+        return max(steps, default=-1)
 
     def _seal(self, manager: ocp.CheckpointManager) -> None:
         """Finish the in-flight async save (Orbax would wait for it anyway before the next
@@ -215,7 +265,8 @@ class Checkpointer:
             try:
                 self._seal(manager)
             except Exception as err:  # noqa: BLE001
-                raise _write_error(err, f"a checkpoint to {manager.directory}") from err
+                raise _write_error(err, f"a checkpoint to {manager.directory}",
+                                   self._intact()) from err
 
     def close(self) -> None:
         self.wait()
@@ -243,6 +294,12 @@ def restore_newest_intact(manager: ocp.CheckpointManager, abstract_state: Any = 
             if digest != meta.get("digest"):
                 raise CheckpointError(f"digest mismatch (stored {str(meta.get('digest'))[:12]}, "
                                       f"read {digest[:12]})")
+            if abstract_state is not None and "state_digest" in meta:
+                full = full_state_digest(restored["state"])
+                if full != meta["state_digest"]:
+                    raise CheckpointError(f"state digest mismatch (stored "
+                                          f"{str(meta['state_digest'])[:12]}, read {full[:12]}; "
+                                          "the optimizer state or step differs)")
             return restored["state"], meta
         except Exception as err:  # noqa: BLE001 - any read failure means "not trustworthy"
             log.warning("checkpoint step %d in %s is unreadable or corrupt (%s: %s); "

@@ -1,15 +1,18 @@
 """``train_and_evaluate(config, workdir)``: the training loop every entry point calls.
 
 Sections: setup (mesh, data, model, optimizer) -> resume (latest intact checkpoint) -> loop
-(jitted donated steps, periodic eval/checkpoints, metrics, progress bar, SIGTERM = save and
-exit) -> summary.json. Runs unchanged on 1 CPU, N simulated CPU devices and multi-host pods:
-the batch is sharded over the mesh's ``data`` axis, params are replicated, and every process
-takes the same loop decisions.
+(jitted donated steps, periodic eval/checkpoints, metrics, progress bar, SIGTERM or a first
+Ctrl-C = save and exit) -> summary.json. Before any of it: every config field is checked
+(``config_rules``), the workdir is locked for this run (``workdir_lock``) and must have been
+made for this config's identity (``run_identity``). Runs unchanged on 1 CPU, N simulated CPU
+devices and multi-host pods: the batch is sharded over the mesh's ``data`` axis, params are
+replicated, and every process takes the same loop decisions.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
 import math
@@ -33,11 +36,14 @@ from hybrenet_jax.errors import HybrenetError
 from hybrenet_jax.model_string import spec_from_model_string
 from hybrenet_jax.models import build_model, input_shape
 from hybrenet_jax.train.checkpoint import Checkpointer, CheckpointError, load_variables
+from hybrenet_jax.train.config_rules import RULES, validate_config
 from hybrenet_jax.train.metrics import MetricWriter
+from hybrenet_jax.train.run_identity import check_identity, record_identity
 from hybrenet_jax.train.state import (create_state, learning_rate_schedule, make_optimizer,
                                       params_digest)
 from hybrenet_jax.train.steps import (LossConfig, Teacher, make_eval_step, make_train_step,
                                       replicated)
+from hybrenet_jax.train.workdir_lock import WorkdirLock
 from hybrenet_jax.variables import validate_variables
 
 log = logging.getLogger(__name__)
@@ -48,7 +54,9 @@ class TrainingError(HybrenetError):
 
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
-DISTILL = ("none", "kd", "dkd")
+DISTILL = RULES["distill.kind"].choices
+if tuple(DTYPES) != RULES["dtype"].choices:  # one list of dtypes: the rule table's
+    raise ImportError("DTYPES and config_rules.RULES['dtype'] disagree")
 
 
 # -- setup helpers --------------------------------------------------------------------------
@@ -118,33 +126,95 @@ def train_feed(train: data_lib.ArraySplit, config: ml_collections.ConfigDict, me
     return data_lib.prefetch(placed(), config.prefetch)
 
 
-def _check_config(config: ml_collections.ConfigDict) -> None:
-    if config.dtype not in DTYPES:
-        raise TrainingError(f"dtype={config.dtype!r}; accepted: {', '.join(DTYPES)}")
-    if config.distill.kind not in DISTILL:
-        raise TrainingError(f"distill.kind={config.distill.kind!r}; accepted: "
-                            f"{', '.join(DISTILL)}")
+def check_config(config: ml_collections.ConfigDict) -> None:
+    """Every field against its rule (``config_rules``), then the rules that involve several
+    fields or the machine's devices; compiles nothing.
+
+    Raises:
+      HybrenetError: one line naming what is wrong and what is accepted.
+    """
+    validate_config(config)
     if config.distill.kind != "none" and not config.distill.teacher_workdir:
         raise TrainingError(f"distill.kind={config.distill.kind!r} needs "
                             "distill.teacher_workdir (a finished run of ours)")
-    if config.batch_size <= 0:
-        raise TrainingError(f"batch_size={config.batch_size} must be positive")
-    devices = jax.device_count() // config.mesh_model_axis
+    n = jax.device_count()
+    if n % config.mesh_model_axis:
+        raise TrainingError(f"mesh_model_axis={config.mesh_model_axis} must divide the {n} "
+                            "devices")
+    devices = n // config.mesh_model_axis
     if config.batch_size % devices:
         raise TrainingError(f"batch_size={config.batch_size} must be divisible by the {devices} "
                             "devices of the data axis")
 
 
-def _prepare_workdir(workdir: str | os.PathLike) -> pathlib.Path:
-    path = pathlib.Path(workdir)
+def run_directory(workdir: str | os.PathLike) -> pathlib.Path:
+    """``workdir`` as a path; an empty name is an error (it would mean the current folder)."""
+    if not os.fspath(workdir).strip():
+        raise TrainingError("workdir is empty: name a run directory, e.g. --workdir runs/NAME")
+    return pathlib.Path(workdir)
+
+
+def _make_workdir(path: pathlib.Path) -> None:
     try:
         path.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise TrainingError(f"workdir {path} is not writable: {err.strerror or err}") from None
+
+
+#: Files a run writes into its workdir (a folder or other non-file of that name is an error).
+OUTPUT_FILES = ("summary.json", "config.json", "metrics.jsonl", "run_identity.json")
+OUTPUT_DIRS = ("checkpoints", "best", "tensorboard")
+
+
+def _check_writable(path: pathlib.Path) -> None:
+    try:
         # unique per process: the processes of a multi-host run share one workdir
         with tempfile.NamedTemporaryFile(dir=path, prefix=".write_test"):
             pass
     except OSError as err:
         raise TrainingError(f"workdir {path} is not writable: {err.strerror or err}") from None
-    return path
+    for name in OUTPUT_FILES:
+        if (path / name).exists() and not (path / name).is_file():
+            raise TrainingError(f"{path / name} is not a file; the run writes its {name} there: "
+                                "move it away or use another workdir")
+    for name in OUTPUT_DIRS:
+        if (path / name).exists() and not (path / name).is_dir():
+            raise TrainingError(f"{path / name} is not a folder; the run keeps its {name} "
+                                "there: move it away or use another workdir")
+
+
+@contextlib.contextmanager
+def _writing(path: pathlib.Path) -> Iterator[None]:
+    """Turn an OSError of the ``with`` body into one line naming ``path`` (disk full named)."""
+    try:
+        yield
+    except OSError as err:
+        reason = ("the disk is full (ENOSPC)" if err.errno == errno.ENOSPC
+                  else err.strerror or str(err))
+        raise TrainingError(f"writing {path} failed: {reason}; free space (or fix the path) and "
+                            "rerun the same command to resume") from None
+
+
+def _write_atomically(path: pathlib.Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file and a rename."""
+    tmp = path.with_name(path.name + ".tmp")
+    with _writing(path):
+        tmp.write_text(text)
+        tmp.replace(path)
+
+
+@contextlib.contextmanager
+def _locked(path: pathlib.Path, main_process: bool) -> Iterator[None]:
+    """Hold the workdir lock (process 0 only) for the ``with`` body."""
+    lock = WorkdirLock(path, enabled=main_process)
+    try:
+        lock.acquire()
+    except OSError as err:
+        raise TrainingError(f"workdir {path} is not writable: {err.strerror or err}") from None
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def load_teacher(config: ml_collections.ConfigDict, dataset: str, mesh) -> Teacher:
@@ -164,25 +234,44 @@ def load_teacher(config: ml_collections.ConfigDict, dataset: str, mesh) -> Teach
 
 
 class _Preemption:
-    """Turns SIGTERM into a flag the loop checks after every step."""
+    """SIGTERM and a first SIGINT (Ctrl-C) become a flag the loop checks after every step
+    (save, then stop). A second SIGINT goes to the handler installed before (the CLI's, which
+    exits at once) or, if that is Python's default, raises ``KeyboardInterrupt`` (no save)."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
     def __init__(self) -> None:
-        self.requested = False
-        self._previous = None
+        self.signal: str | None = None  # name of the first signal received
+        self._interrupts = 0
+        self._previous: dict = {}
+
+    @property
+    def requested(self) -> bool:
+        return self.signal is not None
 
     def __enter__(self) -> "_Preemption":
         try:
-            self._previous = signal.signal(signal.SIGTERM, self._handle)
+            for sig in self.SIGNALS:
+                self._previous[sig] = signal.signal(sig, self._handle)
         except ValueError:  # not in the main thread: no signal handling
-            self._previous = None
+            self.__exit__()
         return self
 
     def _handle(self, signum, frame) -> None:  # noqa: ARG002
-        self.requested = True
+        if signum == signal.SIGINT:
+            self._interrupts += 1
+            if self._interrupts > 1:
+                previous = self._previous.get(signal.SIGINT)
+                if callable(previous) and previous is not signal.default_int_handler:
+                    previous(signum, frame)
+                raise KeyboardInterrupt
+        if self.signal is None:
+            self.signal = signal.Signals(signum).name
 
     def __exit__(self, *exc) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGTERM, self._previous)
+        for sig, previous in self._previous.items():
+            signal.signal(sig, previous)
+        self._previous = {}
 
 
 class _ThroughputTimer:
@@ -223,11 +312,15 @@ class _ThroughputTimer:
 
 
 def _log_train(writer: MetricWriter, bar, metrics: dict, step: int, spe: int,
-               workdir: pathlib.Path) -> None:
+               checkpointer: Checkpointer) -> None:
     if not all(math.isfinite(float(v)) for v in metrics.values()):
+        saved = checkpointer.latest.all_steps()
+        where = pathlib.Path(checkpointer.latest.directory)
+        kept = (f"the last checkpoint (step {max(saved)}) in {where} is intact" if saved
+                else "no checkpoint was saved yet")
         raise TrainingError(
             f"non-finite training metrics at step {step} (loss={float(metrics['loss'])}); "
-            f"the run stopped and the last checkpoint in {workdir}/checkpoints is intact")
+            f"the run stopped and {kept}; lower learning_rate or add warmup_epochs")
     writer.write(step, "train", {**metrics, "epoch": step / spe})
     bar.set_postfix(loss=f"{float(metrics['loss']):.3f}", acc=f"{float(metrics['accuracy']):.3f}",
                     lr=f"{float(metrics['lr']):.4f}")
@@ -252,12 +345,29 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
     """Train ``config.model`` on ``config.dataset``, resuming from ``workdir`` if possible.
 
     Returns the summary dict that is also written to ``workdir/summary.json`` (or, when
-    preempted by SIGTERM, ``{"preempted": True, "step": ...}`` after saving a checkpoint).
+    stopped by SIGTERM or Ctrl-C, ``{"preempted": True, "step": ..., "signal": ...}`` after
+    saving a checkpoint).
+
+    Raises:
+      HybrenetError: a bad config field (before anything is built), a workdir in use by another
+        run (``WorkdirBusyError``) or made for another model, optimizer, ... (
+        ``RunIdentityError``; nothing in it is changed), a diverged loss, a failed save.
+      KeyboardInterrupt: a second Ctrl-C during training (nothing more is saved).
     """
     wall_start = time.time()
-    _check_config(config)
-    workdir = _prepare_workdir(workdir)
+    check_config(config)
+    workdir = run_directory(workdir)
     main_process = jax.process_index() == 0
+    _make_workdir(workdir)
+    with _locked(workdir, main_process):
+        _check_writable(workdir)
+        check_identity(workdir, config)
+        return _train(config, workdir, wall_start, main_process)
+
+
+def _train(config: ml_collections.ConfigDict, workdir: pathlib.Path, wall_start: float,
+           main_process: bool) -> dict:
+    """Setup, resume, loop and summary of :func:`train_and_evaluate` (workdir locked)."""
     mesh = make_mesh(config.mesh_model_axis)
 
     spec = spec_from_model_string(config.model, config.dataset)
@@ -313,7 +423,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
     counts = count(spec)
     meta = {"model": config.model, "dataset": config.dataset}
     if main_process:
-        (workdir / "config.json").write_text(config.to_json_best_effort(indent=2))
+        with _writing(workdir / "run_identity.json"):
+            record_identity(workdir, config)  # once the config is known to build and restore
+        _write_atomically(workdir / "config.json", config.to_json_best_effort(indent=2))
     writer = MetricWriter(workdir, enabled=main_process, tensorboard=config.tensorboard)
 
     step = first_step = int(state.step)
@@ -334,7 +446,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
                 else:
                     timer.count(config.batch_size)
                 if step % steps["log_every"] == 0 or step == steps["total"]:
-                    _log_train(writer, bar, jax.device_get(metrics), step, spe, workdir)
+                    _log_train(writer, bar, jax.device_get(metrics), step, spe, checkpointer)
                 with timer.paused(state):
                     if step % steps["eval_every"] == 0 or step == steps["total"]:
                         last_eval = evaluate(eval_step, state.variables, test,
@@ -359,8 +471,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
     checkpointer.close()
     writer.close()
     if preemption.requested and step < steps["total"]:
-        log.warning("SIGTERM: saved step %d; rerun the same command to resume", step)
-        return {"preempted": True, "step": step}
+        log.warning("%s: saved step %d; rerun the same command to resume", preemption.signal,
+                    step)
+        return {"preempted": True, "step": step, "signal": preemption.signal}
 
     if last_eval is None:  # resumed a finished run
         last_eval = evaluate(eval_step, state.variables, test, config.batch_size, mesh)
@@ -387,7 +500,5 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
     }
     if main_process:
-        tmp = workdir / "summary.json.tmp"
-        tmp.write_text(json.dumps(summary, indent=2))
-        tmp.replace(workdir / "summary.json")
+        _write_atomically(workdir / "summary.json", json.dumps(summary, indent=2))
     return summary
