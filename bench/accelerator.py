@@ -43,8 +43,8 @@ import time
 from typing import Any, Callable
 
 from bench.peaks import peak_for
-from bench.throughput import (GPU_NETWORKS, _implementations, build_workers, interleave,
-                              make_record, worker_env)
+from bench.throughput import (GPU_NETWORKS, build_workers, implementations, interleave,
+                              make_record, torch_available, worker_env)
 from bench.worker import Worker
 from hybrenet_jax.runtime import DETERMINISM_OPT_OUT
 
@@ -292,7 +292,7 @@ class Scheduler:
             self._skip(group, f"budget: {self.budget.left():.0f} s left, ~{needed:.0f} s needed")
             return
         start = time.monotonic()
-        impls = {d: _implementations(args, group.network, group.batch, d, group.torch_compile
+        impls = {d: implementations(args, group.network, group.batch, d, group.torch_compile
                                      and d in args.torch_compile_dtypes) for d in args.dtype}
         flat = [(f"{d}:{label}", config, env) for d, items in impls.items()
                 for label, config, env in items]
@@ -345,8 +345,6 @@ class Scheduler:
         return paused
 
     def _torch_reason(self, group: Group) -> str | None:
-        from bench.throughput import torch_available
-
         if not self.args.torch:
             return "--no-torch"
         if not torch_available():

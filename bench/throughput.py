@@ -122,7 +122,7 @@ def worker_env(device: str) -> dict[str, str]:
     return {"CUDA_VISIBLE_DEVICES": visible, "XLA_PYTHON_CLIENT_PREALLOCATE": "false"}
 
 
-def _implementations(args, network: str, batch: int, dtype: str,
+def implementations(args, network: str, batch: int, dtype: str,
                      torch_compile: bool | None = None) -> list[tuple[str, dict, dict]]:
     """``(label, worker config, extra env)`` of every implementation to time."""
     common = {"network": network, "batch": batch, "dtype": dtype, "device": args.device,
@@ -222,7 +222,7 @@ def interleave(workers: dict[str, Worker], ready: dict[str, dict], steps: int, r
 
 def bench_network(args, network: str, batch: int, dtype: str) -> dict[str, Any]:
     """Time every implementation of one network with interleaved rounds."""
-    impls = _implementations(args, network, batch, dtype)
+    impls = implementations(args, network, batch, dtype)
     log = lambda message: _log(args, message)  # noqa: E731
     workers, ready = build_workers(impls, args.build_timeout, log,
                                    f"[{network} b{batch} {dtype}]",
