@@ -10,7 +10,6 @@ import sys
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared"
 if str(ROOT) not in sys.path:  # configs/ and launch/ are importable from the repo root
     sys.path.insert(0, str(ROOT))
 
@@ -49,14 +48,6 @@ def run_launch(workdir, *flags, env=None, timeout=600, **popen):
         return subprocess.Popen(cmd, env=full_env, cwd=ROOT, **popen)
     return subprocess.run(cmd, env=full_env, cwd=ROOT, capture_output=True, text=True,
                           timeout=timeout)
-
-
-@pytest.fixture(scope="session")
-def shared_dir() -> pathlib.Path:
-    """The read-only ``../shared`` folder beside the checkout (spec, reference data)."""
-    if not SHARED.is_dir():
-        pytest.skip("../shared (reference data) is not beside this checkout")
-    return SHARED
 
 
 @pytest.fixture(scope="session", autouse=True)

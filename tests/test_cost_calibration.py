@@ -11,13 +11,14 @@ import pytest
 from hybrenet_jax.cost import calibrate
 from hybrenet_jax.cost.constants import CALIBRATION_PATH, load_calibration
 from hybrenet_jax.cost.reference import file_digests, load_gc_benchmarks, load_layer_timings
+from hybrenet_jax import reference_data
 
 CIPHERTEXT_BYTES = 524_400  # one serialized SEAL ciphertext (reference README)
 
 
 @pytest.fixture(scope="module")
-def delphi_dir(shared_dir):
-    return shared_dir / "reference" / "delphi"
+def delphi_dir():
+    return reference_data.delphi_dir()
 
 
 @pytest.fixture(scope="module")

@@ -9,6 +9,7 @@ import pytest
 
 from hybrenet_jax.counts import count
 from hybrenet_jax.model_string import spec_from_model_string
+from hybrenet_jax.reference_data import published_points_path
 
 
 def counts(model: str, dataset: str = "cifar100"):
@@ -173,9 +174,9 @@ def _model_from_config(backbone: str, config: str) -> str:
 PAPER_TYPOS = {("cifar100", "hrn-2x6x3x:m=16,depths=3-4-6-3,cull=S1,thin=S2+S3+S4,reuse=8"): 16.8}
 
 
-def test_published_hybrenet_and_convnext_points(shared_dir):
+def test_published_hybrenet_and_convnext_points():
     rows = [r for r in csv.DictReader(
-        (line for line in open(shared_dir / "reference" / "published_points.csv")
+        (line for line in open(published_points_path())
          if not line.startswith("#")))
         if r["method"] in ("HybReNet", "ConvNeXt")]
     assert len(rows) >= 40

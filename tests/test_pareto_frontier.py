@@ -9,6 +9,7 @@ import pytest
 
 from hybrenet_jax.report.frontier import (METRICS, accuracy_at_cost, compare, cost_at_accuracy,
                                           pareto_front)
+from hybrenet_jax.reference_data import published_points_path
 from hybrenet_jax.report.points import (OURS, Point, load_published, load_results,
                                         point_from_record,
                                         published_model_string)
@@ -114,8 +115,8 @@ def test_published_model_strings(backbone, config, expected):
     assert published_model_string(backbone, config) == expected
 
 
-def test_load_published_reference(shared_dir):
-    points, problems = load_published(shared_dir / "reference" / "published_points.csv")
+def test_load_published_reference():
+    points, problems = load_published(published_points_path())
     assert problems == []
     assert {p.dataset for p in points} == {"cifar100", "tinyimagenet"}
     assert {"SNL", "SENet", "HybReNet"} <= {p.method for p in points}

@@ -15,6 +15,7 @@ from hybrenet_jax.report import distribution
 from hybrenet_jax.report.latency import he_seconds_per_flop, point_latency
 from hybrenet_jax.report.plots import figure_pixels
 from hybrenet_jax.report.points import Point
+from hybrenet_jax.reference_data import published_points_path
 
 
 def png_size(path) -> tuple[int, int]:
@@ -33,9 +34,9 @@ def result_line(model, dataset, acc, **extra):
 
 
 @pytest.fixture(scope="module")
-def published_report(shared_dir, tmp_path_factory):
+def published_report(tmp_path_factory):
     out = tmp_path_factory.mktemp("published")
-    return out, build_report([], out, shared_dir / "reference" / "published_points.csv")
+    return out, build_report([], out, published_points_path())
 
 
 def test_published_points_alone(published_report):
@@ -71,7 +72,7 @@ def test_latency_of_points():
     assert seconds == pytest.approx(2e9 * he_seconds_per_flop("cifar100") + gc_cost(1000).seconds)
 
 
-def test_cli_with_results_and_bad_lines(shared_dir, tmp_path, capsys):
+def test_cli_with_results_and_bad_lines(tmp_path, capsys):
     results = tmp_path / "results.jsonl"
     results.write_text("\n".join([
         result_line("hrn-2x5x3x:cull=S1,thin=S2+S3+S4", "cifar100", 77.5, distill="KD"),
@@ -80,8 +81,7 @@ def test_cli_with_results_and_bad_lines(shared_dir, tmp_path, capsys):
         result_line("resnet18", "cifar100", 79.0, latency_seconds=400.0),
     ]) + "\n")
     out = tmp_path / "report"
-    code = main(["pareto", str(results), "--out", str(out), "--published",
-                 str(shared_dir / "reference" / "published_points.csv")])
+    code = main(["pareto", str(results), "--out", str(out)])  # the packaged published points
     captured = capsys.readouterr()
     assert code == 0
     assert f"{results}:2: not valid JSON" in captured.err

@@ -1,4 +1,4 @@
-"""Reading the Delphi reference measurements in ``../shared/reference/delphi``.
+"""Reading the Delphi reference measurements shipped in :mod:`hybrenet_jax.reference_data`.
 
 The measured networks are Delphi "plain stacks" listed layer by layer; each record becomes a
 :class:`ReferenceLayer` whose :meth:`~ReferenceLayer.ops` come from :mod:`.packing`.
@@ -11,6 +11,7 @@ import hashlib
 import json
 import pathlib
 
+from hybrenet_jax import reference_data
 from hybrenet_jax.cost.packing import CostModelError, HeOps, conv_ops, fc_ops
 
 #: Measured per-layer times to calibrate on (the artifact's means re-parsed from raw logs).
@@ -19,14 +20,9 @@ TIMINGS_FILE = "delphi_layer_timings.json"
 GC_FILE = "gc_benchmarks.json"
 
 
-def default_shared_dir() -> pathlib.Path:
-    """``<repo>/../shared``: where the read-only reference data sits beside a checkout."""
-    return pathlib.Path(__file__).resolve().parents[3] / "shared"
-
-
 def default_delphi_dir() -> pathlib.Path:
-    """``<repo>/../shared/reference/delphi``."""
-    return default_shared_dir() / "reference" / "delphi"
+    """The Delphi measurements shipped with the package (``hybrenet_jax/reference_data/delphi``)."""
+    return reference_data.delphi_dir()
 
 
 @dataclasses.dataclass(frozen=True)

@@ -12,6 +12,7 @@ import dataclasses
 import pathlib
 from typing import Callable, Sequence
 
+from hybrenet_jax import reference_data
 from hybrenet_jax.cost.gc import DEFAULT_CLIENT_DEVICE, DEFAULT_THREADS
 from hybrenet_jax.report.frontier import METRICS, pareto_front
 from hybrenet_jax.report.latency import FALLBACK_REFERENCE, fill_latency
@@ -28,9 +29,8 @@ PUBLISHED_SUBJECT = "HybReNet"
 
 
 def default_published_path() -> pathlib.Path:
-    """``<repo>/../shared/reference/published_points.csv``."""
-    return pathlib.Path(__file__).resolve().parents[2].parent / "shared" / "reference" \
-        / "published_points.csv"
+    """The published points shipped with the package (``reference_data/published_points.csv``)."""
+    return reference_data.published_points_path()
 
 
 @dataclasses.dataclass(frozen=True)
