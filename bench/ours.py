@@ -40,7 +40,7 @@ def fast_conv_patch(enabled: bool = True) -> Iterator[None]:
     if not enabled:
         yield
         return
-    from hybrenet_jax import fastconv
+    from bench import fastconv
 
     original = models._conv
 

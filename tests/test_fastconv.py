@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from jax import lax
 
-from hybrenet_jax import fastconv
+from bench import fastconv
 
 DN = ("NHWC", "HWIO", "NHWC")
 

@@ -1,4 +1,4 @@
-"""Opt-in convolution with a hand-written backward pass for XLA:CPU (issue 8).
+"""A benchmark experiment: a convolution with a hand-written backward pass for XLA:CPU (issue 8).
 
 :func:`conv_general_dilated` is a drop-in replacement for ``lax.conv_general_dilated`` that
 Flax's ``nn.Conv`` accepts through its ``conv_general_dilated=`` field. For the case the
@@ -19,7 +19,8 @@ avoid that. Any other call (strings as padding, dilation, grouped convolutions, 
 falls back to ``lax.conv_general_dilated`` unchanged.
 
 Whether this is faster depends on the backend and on the layer; ``docs/benchmarks.md``
-records what it measured. It is not used unless a model opts in.
+records what it measured (mixed: not faster on this project's CPUs, so no model uses it).
+``bench.throughput --fast-conv`` times our step with it (``bench/ours.py:fast_conv_patch``).
 """
 
 from __future__ import annotations
