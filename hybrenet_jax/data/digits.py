@@ -25,8 +25,8 @@ from hybrenet_jax.dataset_info import DATASETS
 
 SPLIT_SEED = 20240101
 TEST_FRACTION = 0.2
-TRAIN_SIZE = 1438
-TEST_SIZE = 359
+TRAIN_SIZE = DATASETS["digits"].train_images  # 1,438
+TEST_SIZE = DATASETS["digits"].eval_images  # 359
 SPLITS = ("train", "test")
 
 
