@@ -4,7 +4,8 @@ The modules are the usual CIFAR ResNet code (as the SNL / DeepReDuce code bases 
 networks): a 3x3 stem conv-BN-ReLU, post-activation BasicBlocks
 ``conv-BN-ReLU-conv-BN (+ shortcut) -ReLU`` with a 1x1 conv-BN projection shortcut where the
 shape changes, global average pooling and a linear classifier; WideResNets use
-pre-activation blocks. NCHW layout, float32 parameters, ``nn.BatchNorm2d`` with momentum 0.1
+pre-activation blocks; RegNet-X uses X blocks ``1x1-BN-ReLU-3x3 grouped (nn.Conv2d groups)
+-BN-ReLU-1x1-BN (+ shortcut) -ReLU`` as pycls writes them. NCHW layout, float32 parameters, ``nn.BatchNorm2d`` with momentum 0.1
 (= Flax's 0.9) and eps 1e-5.
 
 Widths, depths and every ReLU decision come from our description: the blocks are built from
@@ -54,8 +55,8 @@ class Relu(nn.Module):
         return torch.cat([x[:, :self.start], F.relu(x[:, self.start:])], dim=1)
 
 
-def _conv2d(cin: int, cout: int, k: int, stride: int) -> nn.Conv2d:
-    return nn.Conv2d(cin, cout, k, stride=stride, padding=k // 2, bias=False)
+def _conv2d(cin: int, cout: int, k: int, stride: int, groups: int = 1) -> nn.Conv2d:
+    return nn.Conv2d(cin, cout, k, stride=stride, padding=k // 2, bias=False, groups=groups)
 
 
 class ReuseConv2d(nn.Module):
@@ -101,7 +102,8 @@ def make_layers(records) -> list[nn.Module]:
 def make_layer(record) -> nn.Module:
     """The torch module of one layer record of :func:`expand` (Re2 convs: :func:`make_layers`)."""
     if isinstance(record, Conv):
-        return _conv2d(record.in_ch, record.out_ch, record.kernel, record.stride)
+        return _conv2d(record.in_ch, record.out_ch, record.kernel, record.stride,
+                       record.feature_groups)
     if isinstance(record, BatchNorm):
         return nn.BatchNorm2d(record.channels, eps=1e-5, momentum=0.1)
     if isinstance(record, ReluSite):
@@ -156,15 +158,15 @@ class PlainBlock(nn.Module):
 
 
 class ReferenceNet(nn.Module):
-    """The torch network of a ResNet-family or WRN-family spec (NCHW input)."""
+    """The torch network of a ResNet-, WRN- or RegNet-X-family spec (NCHW input)."""
 
     def __init__(self, spec: NetSpec):
         super().__init__()
-        if spec.family not in ("resnet", "wrn"):
-            raise ValueError(f"the torch reference covers the resnet and wrn families, "
+        if spec.family not in ("resnet", "wrn", "regnetx"):
+            raise ValueError(f"the torch reference covers the resnet, wrn and regnetx families, "
                              f"not {spec.family!r}")
         self.spec = spec
-        kinds = {"basic": BasicBlock, "preact": PreActBlock}
+        kinds = {"basic": BasicBlock, "bottleneck": BasicBlock, "preact": PreActBlock}
         self.blocks = nn.ModuleList(
             kinds.get(b.kind, PlainBlock)(b) for b in expand(spec).blocks)
 

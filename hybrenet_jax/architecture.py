@@ -15,6 +15,14 @@ ReLU placement rules
 * Pre-activation block (family ``wrn``): ``bn1-relu1-conv1-bn2-relu2-conv2 (+shortcut)``, the
   projection shortcut reading the activated input; a final ``bn-relu`` before pooling belongs to
   the last stage. Thinning keeps ``relu2`` (the inner ReLU) and drops ``relu1`` and the final ReLU.
+* X block (family ``regnetx``, RegNet-X's residual bottleneck with ratio 1):
+  ``conv1 (1x1)-bn1-relu1-conv2 (3x3, groups of group_width channels, the block's stride)-bn2
+  -relu2-conv3 (1x1)-bn3 (+shortcut: 1x1 conv-BN where the shape changes)-relu3``. Thinning
+  keeps ``relu2`` (the inner ReLU, after the grouped conv) and drops ``relu1`` and ``relu3``;
+  thinning Stage1 also drops the stem ReLU. ReLU-reuse is not defined for X blocks (rejected
+  by :class:`~hybrenet_jax.netspec.NetSpec`). Geometry ``cifar`` (the project's convention):
+  3x3 stride-1 stem conv-BN-ReLU of ``stem_width`` (32) channels, Stage1 unstrided; ``imagenet``
+  (RegNet's own): stride-2 stem and a stride-2 first block in every stage.
 * Plain layer (family ``vgg``): ``conv-bn-relu``; thinning keeps the 1st, 3rd, ... layer of a
   stage. The classifier's two hidden ReLUs belong to the last stage (thinning keeps the first).
 * Culling removes every ReLU of a stage; a culled or thinned ReLU becomes the identity but its
@@ -141,7 +149,9 @@ def _bounds(widths: tuple[int, ...]) -> list[tuple[int, int]]:
 
 @dataclasses.dataclass(frozen=True)
 class Conv:
-    """A kxk convolution (no bias). ``reuse > 1`` makes it a Re2 layer (:meth:`groups`)."""
+    """A kxk convolution (no bias). ``reuse > 1`` makes it a Re2 layer (:meth:`groups`);
+    ``feature_groups`` > 1 makes it a grouped conv (RegNet-X: ``in_ch / feature_groups`` input
+    channels per group, the ``feature_group_count`` of JAX, ONNX ``group``)."""
 
     name: str
     stage: int
@@ -153,6 +163,15 @@ class Conv:
     reuse: int = 1
     reuse_split: str = "three"
     reuse_link: bool = True
+    feature_groups: int = 1
+
+    def __post_init__(self) -> None:
+        g = self.feature_groups
+        if g < 1 or self.in_ch % g or self.out_ch % g:
+            raise DescriptionError(f"{self.name}: {g} conv groups do not divide {self.in_ch} "
+                                   f"-> {self.out_ch} channels")
+        if g > 1 and self.reuse > 1:
+            raise DescriptionError(f"{self.name}: a grouped conv cannot be a ReLU-reuse layer")
 
     @property
     def out_hw(self) -> int:
@@ -174,7 +193,11 @@ class Conv:
         return tuple(groups)
 
     def group_convs(self) -> tuple[tuple[int, int, int], ...]:
-        """Dense sub-convolutions ``(in_ch, out_ch, kernel)`` this layer is made of."""
+        """Dense sub-convolutions ``(in_ch, out_ch, kernel)`` this layer is made of (a grouped
+        conv: ``feature_groups`` convs of ``in_ch/G -> out_ch/G`` channels)."""
+        g = self.feature_groups
+        if g > 1:
+            return ((self.in_ch // g, self.out_ch // g, self.kernel),) * g
         return tuple((g.in_ch, g.out_ch, g.kernel) for g in self.groups() if not g.is_identity)
 
     @property
@@ -282,9 +305,9 @@ Layer = Union[Conv, BatchNorm, ReluSite, Pool, Dense]
 class Block:
     """A named unit of the network.
 
-    ``kind`` is ``"stem"``, ``"basic"`` (post-activation residual), ``"preact"`` (pre-activation
-    residual), ``"plain"`` (VGG layer) or ``"head"``. For residual blocks the output is
-    ``after_add(main(x) + shortcut(s))`` where ``s`` is the block input, or for ``preact`` blocks
+    ``kind`` is ``"stem"``, ``"basic"`` (post-activation residual), ``"bottleneck"`` (RegNet-X
+    X block, wired like ``basic``), ``"preact"`` (pre-activation residual), ``"plain"`` (VGG
+    layer) or ``"head"``. For residual blocks the output is ``after_add(main(x) + shortcut(s))`` where ``s`` is the block input, or for ``preact`` blocks
     with a projection, the input after ``main``'s first BN-ReLU.
     """
 
@@ -390,6 +413,45 @@ class _Builder:
                     shortcut = (Conv(f"{name}_shortcut_conv", stage, cin, width, 1, stride, hw),
                                 BatchNorm(f"{name}_shortcut_bn", stage, width, out_hw))
                 self.blocks.append(Block(name, stage, "basic", main, shortcut, (r2,)))
+                cin, hw = width, out_hw
+        self.head(cin, hw)
+
+    def regnetx(self) -> None:
+        s = self.spec
+        imagenet = s.geometry == "imagenet"
+        hw = s.input_size
+        stem_stride = 2 if imagenet else 1
+        out_hw = hw // stem_stride
+        relu = self.relu("stem_relu", 1, s.stem_width, out_hw, keep_when_thinned=False,
+                         reusable=False)
+        self.blocks.append(Block("stem", 1, "stem", (
+            Conv("stem_conv", 1, s.in_channels, s.stem_width, 3, stem_stride, hw),
+            BatchNorm("stem_bn", 1, s.stem_width, out_hw),
+            relu,
+        )))
+        cin, hw = s.stem_width, out_hw
+        for stage, (width, depth) in enumerate(zip(s.widths, s.depths), start=1):
+            for b in range(1, depth + 1):
+                stride = 2 if (b == 1 and (stage > 1 or imagenet)) else 1
+                name = f"stage{stage}_block{b}"
+                out_hw = hw // stride
+                main = (
+                    Conv(f"{name}_conv1", stage, cin, width, 1, 1, hw),
+                    BatchNorm(f"{name}_bn1", stage, width, hw),
+                    self.relu(f"{name}_relu1", stage, width, hw, keep_when_thinned=False),
+                    Conv(f"{name}_conv2", stage, width, width, 3, stride, hw,
+                         feature_groups=width // s.group_width),
+                    BatchNorm(f"{name}_bn2", stage, width, out_hw),
+                    self.relu(f"{name}_relu2", stage, width, out_hw, keep_when_thinned=True),
+                    Conv(f"{name}_conv3", stage, width, width, 1, 1, out_hw),
+                    BatchNorm(f"{name}_bn3", stage, width, out_hw),
+                )
+                shortcut: tuple[Layer, ...] = ()
+                if stride != 1 or cin != width:
+                    shortcut = (Conv(f"{name}_shortcut_conv", stage, cin, width, 1, stride, hw),
+                                BatchNorm(f"{name}_shortcut_bn", stage, width, out_hw))
+                r3 = self.relu(f"{name}_relu3", stage, width, out_hw, keep_when_thinned=False)
+                self.blocks.append(Block(name, stage, "bottleneck", main, shortcut, (r3,)))
                 cin, hw = width, out_hw
         self.head(cin, hw)
 

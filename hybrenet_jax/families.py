@@ -16,17 +16,29 @@ RESNET18_DEPTHS = (2, 2, 2, 2)
 RESNET34_DEPTHS = (3, 4, 6, 3)
 CIFAR_RESNET_DEPTHS = {20: 3, 32: 5, 56: 9}  # blocks per stage of the 3-stage CIFAR ResNets
 
-#: ConvNeXt- and RegNet-X-adapted ResNets (ResNet blocks, those models' widths and depths).
+#: RegNet-X presets of Radosavovic et al. 2020 ("Designing Network Design Spaces"), as pycls's
+#: ``configs/dds_baselines/regnetx/RegNetX-*MF_dds_8gpu.yaml`` generate them (the quantized
+#: linear widths after the group-width compatibility adjustment): stage widths, stage depths,
+#: group width. Bottleneck ratio 1, stem width :data:`REGNET_STEM_WIDTH`. These are also the
+#: RegNet-X networks of the paper's App. E.4 comparison.
+REGNETX: dict[str, tuple[tuple[int, ...], tuple[int, ...], int]] = {
+    "regnetx-200mf": ((24, 56, 152, 368), (1, 1, 4, 7), 8),
+    "regnetx-400mf": ((32, 64, 160, 384), (1, 2, 7, 12), 16),
+    "regnetx-600mf": ((48, 96, 240, 528), (1, 3, 5, 7), 24),
+    "regnetx-800mf": ((64, 128, 288, 672), (1, 3, 7, 5), 16),
+}
+#: RegNet's stem width (pycls ``REGNET.STEM_W``); ``m`` of a ``regnetx-*`` string.
+REGNET_STEM_WIDTH = 32
+
+#: Names :func:`adapted` accepts: the ConvNeXt-adapted ResNets (ResNet blocks with ConvNeXt's
+#: widths and depths) and the native RegNet-X presets (built by :func:`regnetx_preset`).
 ADAPTED: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {
     "convnext-t": ((96, 192, 384, 768), (3, 3, 9, 3)),
     "convnext-n": ((96, 192, 384, 768), (2, 2, 8, 2)),
     "convnext-p": ((64, 128, 256, 512), (2, 2, 6, 2)),
     "convnext-f": ((48, 96, 192, 384), (2, 2, 6, 2)),
     "convnext-a": ((40, 80, 160, 320), (2, 2, 6, 2)),
-    "regnetx-200mf": ((24, 56, 152, 368), (1, 1, 4, 7)),
-    "regnetx-400mf": ((32, 64, 160, 384), (1, 2, 7, 12)),
-    "regnetx-600mf": ((48, 96, 240, 528), (1, 3, 5, 7)),
-    "regnetx-800mf": ((64, 128, 288, 672), (1, 3, 7, 5)),
+    **{name: (w, d) for name, (w, d, _) in REGNETX.items()},
 }
 
 
@@ -113,9 +125,47 @@ def stagech(s: int, m: int = 16, depths: Sequence[int] = RESNET18_DEPTHS, **kw) 
     return hrn((s,) * (len(tuple(depths)) - 1), m=m, depths=depths, **kw)
 
 
+def regnetx(widths: Sequence[int], depths: Sequence[int], group_width: int,
+            stem_width: int = REGNET_STEM_WIDTH, **kw) -> NetSpec:
+    """RegNet-X (AnyNet-X) with explicit stage widths, depths and group width (ratio b=1)."""
+    return NetSpec("regnetx", stem_width, tuple(widths), tuple(depths), group_width=group_width,
+                   **kw)
+
+
+def _round(x: float) -> int:
+    return math.floor(x + 0.5)
+
+
+def regnetx_preset(preset: str, m: int | None = None, depths: Sequence[int] | None = None,
+                   **kw) -> NetSpec:
+    """A published RegNet-X (e.g. ``regnetx-400mf``).
+
+    ``m`` is the stem width (RegNet's 32): every width scales by ``m / 32``, the group width
+    too (``max(1, round(g * m / 32))``, so halving keeps the number of groups), and each stage
+    width is rounded to the nearest multiple of the new group width (at least one group).
+    """
+    try:
+        widths, default_depths, group = REGNETX[preset]
+    except KeyError:
+        raise DescriptionError(
+            f"unknown RegNet-X network {preset!r}; accepted: {', '.join(REGNETX)}"
+        ) from None
+    stem = REGNET_STEM_WIDTH
+    if m is not None:
+        _positive("m", m)
+        scale = m / REGNET_STEM_WIDTH
+        group = max(1, _round(group * scale))
+        widths = tuple(max(group, _round(w * scale / group) * group) for w in widths)
+        stem = m
+    return regnetx(widths, depths if depths is not None else default_depths, group, stem, **kw)
+
+
 def adapted(preset: str, m: int | None = None, depths: Sequence[int] | None = None,
             **kw) -> NetSpec:
-    """ConvNeXt-/RegNet-X-adapted ResNet (e.g. ``convnext-t``); ``m`` rescales all widths."""
+    """ConvNeXt-adapted ResNet (e.g. ``convnext-t``; ``m`` rescales all widths) or a native
+    RegNet-X preset (``regnetx-*``, see :func:`regnetx_preset`)."""
+    if preset in REGNETX:
+        return regnetx_preset(preset, m, depths, **kw)
     try:
         widths, default_depths = ADAPTED[preset]
     except KeyError:
@@ -126,3 +176,13 @@ def adapted(preset: str, m: int | None = None, depths: Sequence[int] | None = No
         _positive("m", m)
         widths = tuple(max(1, math.floor(w * m / widths[0] + 0.5)) for w in widths)
     return resnet(widths, depths if depths is not None else default_depths, **kw)
+
+
+def imagenet_geometry(spec: NetSpec, input_size: int = 224, classes: int = 1000) -> NetSpec:
+    """The same RegNet-X in RegNet's own ImageNet geometry (stride-2 3x3 stem, every stage
+    strided, 224x224 input, 1000 classes): what the RegNet paper's FLOPs/params describe."""
+    if spec.family != "regnetx":
+        raise DescriptionError(f"imagenet_geometry: only regnetx networks have RegNet's "
+                               f"ImageNet geometry, not family {spec.family!r}")
+    return spec.replace(geometry="imagenet", input_size=input_size, classes=classes,
+                        name=spec.name)

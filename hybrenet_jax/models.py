@@ -4,7 +4,9 @@
 tree: :class:`Network` walks the blocks of :func:`~hybrenet_jax.architecture.expand` and maps
 every layer record to a Flax layer of the same name, so parameter paths read
 ``params/stage2_block1_conv1/kernel``. There is no per-family model code: the block kinds
-(``stem``, ``basic``, ``preact``, ``plain``, ``head``) only decide how the residual sum is wired.
+(``stem``, ``basic``, ``bottleneck``, ``preact``, ``plain``, ``head``) only decide how the
+residual sum is wired; a grouped conv record (RegNet-X) is an ``nn.Conv`` with
+``feature_group_count``.
 
 ReLU placement comes from the description: culled and thinned sites are the identity, kept
 sites apply ``max(x, 0)`` (only to the last, ReLU group under ReLU-reuse). A ReLU-reuse conv
@@ -111,10 +113,12 @@ class ReuseConv(nn.Module):
         return jnp.concatenate(outs, axis=-1)
 
 
-def _conv(features: int, kernel: int, stride: int, dtype: Any, name: str) -> nn.Conv:
+def _conv(features: int, kernel: int, stride: int, dtype: Any, name: str,
+          groups: int = 1) -> nn.Conv:
     pad = kernel // 2
     return nn.Conv(features, (kernel, kernel), strides=(stride, stride),
-                   padding=((pad, pad), (pad, pad)), use_bias=False, dtype=dtype, name=name)
+                   padding=((pad, pad), (pad, pad)), use_bias=False, dtype=dtype,
+                   feature_group_count=groups, name=name)
 
 
 class ReluGate(nn.Module):
@@ -170,7 +174,8 @@ class Network(nn.Module):
             if record.reuse > 1:
                 raise TypeError(f"{record.name} is a ReLU-reuse conv: it runs together with its "
                                 "BatchNorm (see Network.run)")
-            return _conv(record.out_ch, record.kernel, record.stride, self.dtype, record.name)
+            return _conv(record.out_ch, record.kernel, record.stride, self.dtype, record.name,
+                         record.feature_groups)
         if isinstance(record, BatchNorm):
             # two-pass variance: E[x^2]-E[x]^2 cancels badly in float32 and made the batch
             # statistics depend on how the batch is split over devices
@@ -210,7 +215,7 @@ class Network(nn.Module):
         return x
 
     def block(self, block: Block, x: jnp.ndarray, train: bool) -> jnp.ndarray:
-        if block.kind == "basic":
+        if block.kind in ("basic", "bottleneck"):
             y = self.run(block.main, x, train)
             s = self.run(block.shortcut, x, train)
             return self.run(block.after_add, y + s, train)

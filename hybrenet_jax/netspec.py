@@ -17,8 +17,11 @@ from typing import Literal
 
 from hybrenet_jax.errors import DescriptionError
 
-Family = Literal["resnet", "wrn", "vgg"]
-FAMILIES: tuple[str, ...] = ("resnet", "wrn", "vgg")
+Family = Literal["resnet", "wrn", "vgg", "regnetx"]
+FAMILIES: tuple[str, ...] = ("resnet", "wrn", "vgg", "regnetx")
+#: Input geometries: ``cifar`` (3x3 stride-1 stem, Stage1 unstrided; every family) or
+#: ``imagenet`` (RegNet's own: 3x3 stride-2 stem, every stage strided; ``regnetx`` only).
+GEOMETRIES: tuple[str, ...] = ("cifar", "imagenet")
 #: ReLU-reuse factors accepted (1 = no reuse; 2 = two-way split; >=4 = three-way split).
 REUSE_FACTORS: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64)
 #: Re2 channel splits: the paper's three groups, or N equal divisions (Table 14 ablation).
@@ -59,7 +62,8 @@ class NetSpec:
       family: ``"resnet"`` (post-activation BasicBlocks: ResNet18/34/20/32/56, BaseCh, StageCh,
         HRN, ConvNeXt-/RegNet-adapted), ``"wrn"`` (pre-activation WideResNet blocks with a final
         BN-ReLU) or ``"vgg"`` (plain conv-BN-ReLU stacks, 2x2 average pool after each stage,
-        three fully connected layers).
+        three fully connected layers) or ``"regnetx"`` (RegNet-X: residual bottleneck X blocks
+        ``1x1 -> 3x3 grouped (group width group_width, stride here) -> 1x1``, bottleneck ratio 1).
       stem_width: output channels of the 3x3 stem conv (``m`` for ResNets, 16 for WRN).
         Unused by ``vgg`` (its first stage starts at the input).
       widths: channels of each stage.
@@ -78,6 +82,11 @@ class NetSpec:
       name: canonical model string this spec was built from (informational).
       in_channels: input image channels.
       head_width: hidden width of the VGG classifier (ignored by other families).
+      group_width: channels per group of the X blocks' 3x3 conv (``regnetx`` only; must divide
+        every stage width; 0 for the other families).
+      geometry: ``"cifar"`` (the project's convention: 3x3 stride-1 stem, Stage1 at the input
+        resolution, stages 2.. halve it) or ``"imagenet"`` (``regnetx`` only: RegNet's own 3x3
+        stride-2 stem and a stride-2 first block in every stage, e.g. 224 -> 7).
     """
 
     family: str
@@ -95,6 +104,8 @@ class NetSpec:
     name: str = ""
     in_channels: int = 3
     head_width: int = 4096
+    group_width: int = 0
+    geometry: str = "cifar"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "widths", tuple(int(w) for w in self.widths))
@@ -128,6 +139,7 @@ class NetSpec:
                              ("head_width", self.head_width)):
             if value <= 0:
                 raise DescriptionError(f"{field}={value}: must be a positive integer")
+        self._validate_regnetx()
         factor = 2 ** self.num_downsamples
         if self.input_size <= 0 or self.input_size % factor:
             raise DescriptionError(
@@ -170,11 +182,35 @@ class NetSpec:
                 "reuse: ReLU-reuse is defined for conv-BN-ReLU layers (families resnet and vgg); "
                 "pre-activation WideResNet blocks are not supported"
             )
+        if self.reuse > 1 and self.family == "regnetx":
+            raise DescriptionError(
+                "reuse: ReLU-reuse is not defined for RegNet-X's X blocks (grouped 3x3 convs); "
+                "use cull= / thin= (or m=) to cut their ReLUs"
+            )
         if self.reuse > 1:
             # Divisibility depends on which layers keep ReLUs: expanding checks every one.
             from hybrenet_jax.architecture import expand  # noqa: PLC0415 (import cycle)
 
             expand(self)
+
+    def _validate_regnetx(self) -> None:
+        if self.geometry not in GEOMETRIES:
+            raise DescriptionError(f"geometry={self.geometry!r}; accepted: {', '.join(GEOMETRIES)}")
+        if self.family != "regnetx":
+            if self.group_width:
+                raise DescriptionError(f"group_width={self.group_width}: only the regnetx family "
+                                       "has grouped convs")
+            if self.geometry != "cifar":
+                raise DescriptionError(f"geometry={self.geometry!r}: only the regnetx family has "
+                                       "an ImageNet geometry")
+            return
+        if not isinstance(self.group_width, int) or self.group_width <= 0:
+            raise DescriptionError(f"group_width={self.group_width!r}: a regnetx network needs a "
+                                   "positive group width")
+        bad = [f"S{i}={w}" for i, w in enumerate(self.widths, start=1) if w % self.group_width]
+        if bad:
+            raise DescriptionError(f"group_width={self.group_width} does not divide the stage "
+                                   f"width(s) {', '.join(bad)}")
 
     # -- derived facts -----------------------------------------------------------------------
     @property
@@ -187,10 +223,14 @@ class NetSpec:
         """How many times the spatial resolution is halved before the head."""
         if self.family == "vgg":
             return self.num_stages  # a 2x2 pool after every stage
+        if self.geometry == "imagenet":
+            return self.num_stages + 1  # strided stem + first block of every stage
         return self.num_stages - 1  # first block of stages 2.. has stride 2
 
     def stage_input_size(self, stage: int) -> int:
         """Spatial side of the feature maps computed inside ``stage`` (1-based)."""
+        if self.geometry == "imagenet":
+            return self.input_size >> (stage + 1)
         return self.input_size >> (stage - 1)
 
     def replace(self, **changes) -> "NetSpec":

@@ -30,7 +30,7 @@ from hybrenet_jax.netspec import NetSpec
     ("convnext-p", (64, 128, 256, 512), (2, 2, 6, 2), "resnet"),
     ("convnext-f", (48, 96, 192, 384), (2, 2, 6, 2), "resnet"),
     ("convnext-a", (40, 80, 160, 320), (2, 2, 6, 2), "resnet"),
-    ("regnetx-400mf", (32, 64, 160, 384), (1, 2, 7, 12), "resnet"),
+    ("regnetx-400mf", (32, 64, 160, 384), (1, 2, 7, 12), "regnetx"),
     ("resnet18:widths=16-32-160-480", (16, 32, 160, 480), (2, 2, 2, 2), "resnet"),
 ])
 def test_every_family_builds_from_a_model_string(model, widths, depths, family):

@@ -40,6 +40,7 @@ MODELS = [
     "hrn-2x5x3x:m=8,cull=S1,thin=S2+S3+S4,reuse=8",
     "resnet18:m=8,reuse=4",
     "resnet18:m=8,reuse=8,reuse_split=equal,reuse_link=off,reuse_layers=alternate",
+    "regnetx-200mf:m=8,depths=1-1-1-1,cull=S1,thin=S4",
 ]
 
 

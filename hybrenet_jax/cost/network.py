@@ -6,7 +6,10 @@ Walks :func:`hybrenet_jax.architecture.expand`'s layers in execution order:
   sum of its dense groups (``Conv.group_convs``: one per group with a kernel; a pass-through
   reuse group costs nothing), each packed on its own (default), or, with ``dense_grouped``,
   the dense ``in_ch -> out_ch`` conv it replaces. The Res2Net links between the groups add
-  ciphertexts and are not charged.
+  ciphertexts and are not charged. A RegNet-X grouped conv (``feature_groups`` G) is charged
+  the same way, by assumption: G independent dense convs of ``in_ch/G -> out_ch/G`` channels,
+  each packed on its own (Delphi has no grouped-conv kernel; packing several groups into one
+  ciphertext could be cheaper and is not modelled), or with ``dense_grouped`` the dense conv.
 * ``Dense``: Delphi's FC packing.
 * ``ReluSite``: its evaluated ReLUs go through garbled circuits.
 * BatchNorm folds into the preceding conv; pooling and residual adds are linear on secret

@@ -5,7 +5,8 @@ description of the network) together with trained Flax variables and returns a
 :class:`FoldedNetwork`: the same blocks, with every BatchNorm removed.
 
 * A BatchNorm that directly follows a conv in its block (``conv -> bn``: every conv of the
-  post-activation ResNet and VGG families, ``conv1 -> bn2`` of the pre-activation WRN block)
+  post-activation ResNet, RegNet-X (grouped convs fold per output channel the same way) and
+  VGG families, ``conv1 -> bn2`` of the pre-activation WRN block)
   is folded into that conv: with ``s = gamma / sqrt(var + eps)`` the kernel becomes
   ``kernel * s`` (per output channel) and the conv gains the bias ``beta - mean * s``.
 * A ReLU-reuse conv is folded per group (:meth:`~hybrenet_jax.architecture.Conv.groups`:
@@ -46,7 +47,8 @@ class ConvPart:
     ``"linear_group"``, ``"linear_group2"``, ``"relu_group"``, ...). ``kernel`` is HWIO;
     ``bias`` is ``None`` when no BatchNorm was folded in. Padding is ``k // 2`` on every side.
     ``link`` > 0: the first ``link`` channels of the previous part's output are added onto the
-    first ``link`` input channels before the conv.
+    first ``link`` input channels before the conv. ``groups`` > 1: a grouped conv (RegNet-X),
+    ``kernel`` ``[k, k, in/groups, out]``.
     """
 
     group: str
@@ -56,6 +58,7 @@ class ConvPart:
     bias: np.ndarray | None
     stride: int
     link: int = 0
+    groups: int = 1
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -198,7 +201,7 @@ def _describe(layer: FoldedLayer) -> dict:
                     "link": part.link}
             if isinstance(part, ConvPart):
                 item.update(op="conv", kernel=part.kernel.shape[0], stride=part.stride,
-                            out_channels=part.kernel.shape[-1])
+                            out_channels=part.kernel.shape[-1], groups=part.groups)
             else:
                 item.update(op="identity" if part.scale is None else "affine",
                             out_channels=part.in_stop - part.in_start)
@@ -266,16 +269,18 @@ class _Folder:
         def part(group: str, path: tuple[str, ...], ins: tuple[int, int],
                  outs: tuple[int, int], kernel_size: int, link: int) -> ConvPart:
             kernel = self._get(self.params, record.name, *path, "kernel")
-            if kernel.shape != (kernel_size, kernel_size, ins[1] - ins[0], outs[1] - outs[0]):
+            groups = record.feature_groups
+            per_group = (ins[1] - ins[0]) // groups
+            if kernel.shape != (kernel_size, kernel_size, per_group, outs[1] - outs[0]):
                 raise ExportError(f"{'/'.join((record.name, *path, 'kernel'))} has shape "
                                   f"{kernel.shape}, expected {kernel_size}x{kernel_size}, "
-                                  f"{ins[1] - ins[0]} -> {outs[1] - outs[0]} channels")
+                                  f"{per_group} -> {outs[1] - outs[0]} channels")
             bias = None
             if scale is not None:
                 kernel = (kernel.astype(np.float64) * scale[outs[0]:outs[1]])
                 bias = shift[outs[0]:outs[1]].astype(np.float32)
             return ConvPart(group, ins[0], ins[1], kernel.astype(np.float32), bias,
-                            record.stride, link)
+                            record.stride, link, groups)
 
         parts: list[Union[ConvPart, PassPart]] = []
         for g in record.groups():

@@ -5,7 +5,8 @@ the JAX back end (:mod:`.jax_ops`) computes values, the ONNX back end (:mod:`.on
 emits nodes. Both therefore run exactly the same graph, wired as
 :class:`hybrenet_jax.models.Network` wires the blocks:
 
-* ``basic``:   ``after_add(main(x) + shortcut(x))`` (an empty shortcut is the identity);
+* ``basic``, ``bottleneck``: ``after_add(main(x) + shortcut(x))`` (an empty shortcut is the
+  identity);
 * ``preact``:  ``a = main[:k](x)`` (the leading affine-ReLU), then
   ``main[k:](a) + (shortcut(a) if there is one else x)``;
 * ``stem``, ``plain``, ``head``: ``main(x)``.
@@ -34,7 +35,7 @@ class Ops(Protocol[T]):
     """The operations the folded graph is made of (``name`` is a readable base name)."""
 
     def conv(self, x: T, name: str, kernel: np.ndarray, bias: np.ndarray | None,
-             stride: int) -> T: ...
+             stride: int, groups: int = 1) -> T: ...
 
     def channels(self, x: T, start: int, stop: int, name: str) -> T: ...
 
@@ -66,7 +67,7 @@ def conv(layer: FoldedConv, ops: Ops[T], x: T) -> T:
     """A folded conv: one conv, or its ReLU-reuse groups in order, concatenated."""
     if layer.is_single:
         part = layer.parts[0]
-        return ops.conv(x, layer.name, part.kernel, part.bias, part.stride)
+        return ops.conv(x, layer.name, part.kernel, part.bias, part.stride, part.groups)
     outs: list[T] = []
     for part in layer.parts:
         name = f"{layer.name}_{part.group}"
@@ -117,7 +118,7 @@ def sequence(layers: Sequence[FoldedLayer], ops: Ops[T], x: T) -> T:
 
 def block(b: FoldedBlock, ops: Ops[T], x: T) -> T:
     """Apply one block with its residual wiring."""
-    if b.kind == "basic":
+    if b.kind in ("basic", "bottleneck"):
         y = sequence(b.main, ops, x)
         s = sequence(b.shortcut, ops, x)
         return sequence(b.after_add, ops, ops.add(y, s, f"{b.name}_add"))

@@ -19,11 +19,13 @@ from hybrenet_jax.export.graph import run_folded
 class JaxOps:
     """:class:`~hybrenet_jax.export.graph.Ops` on NHWC ``jnp`` arrays (float32)."""
 
-    def conv(self, x, name: str, kernel: np.ndarray, bias: np.ndarray | None, stride: int):
+    def conv(self, x, name: str, kernel: np.ndarray, bias: np.ndarray | None, stride: int,
+             groups: int = 1):
         pad = kernel.shape[0] // 2
         y = lax.conv_general_dilated(x, jnp.asarray(kernel), (stride, stride),
                                      ((pad, pad), (pad, pad)),
                                      dimension_numbers=("NHWC", "HWIO", "NHWC"),
+                                     feature_group_count=groups,
                                      precision=lax.Precision.HIGHEST)
         return y if bias is None else y + jnp.asarray(bias)
 

@@ -6,7 +6,8 @@ Layout: the model input ``input`` is **NCHW** float32 with a static shape
 output ``logits`` is ``[batch, classes]``. Conv weights are OIHW (transposed from Flax HWIO);
 the VGG classifier's first dense kernel has its rows permuted from NHWC to NCHW flatten order.
 
-Ops: ``Conv`` (with bias where a BatchNorm was folded in), ``Slice``/``Concat`` on the channel
+Ops: ``Conv`` (with bias where a BatchNorm was folded in; a RegNet-X grouped conv carries the
+``group`` attribute, its OIHW weight ``[out, in/group, k, k]``), ``Slice``/``Concat`` on the channel
 axis for ReLU-reuse groups (each group is its own ``Conv``; a linked group's ``Conv`` reads the
 ``Add`` of its input slice and the previous group's output), ``Mul``+``Add`` for BatchNorms
 that follow no conv, ``Relu`` only where the network keeps one (under reuse, on the last,
@@ -74,13 +75,14 @@ class OnnxOps:
 
     # -- Ops --------------------------------------------------------------------------------
     def conv(self, x: str, name: str, kernel: np.ndarray, bias: np.ndarray | None,
-             stride: int) -> str:
+             stride: int, groups: int = 1) -> str:
         k = kernel.shape[0]
         inputs = [x, self.constant(f"{name}.weight", kernel.transpose(3, 2, 0, 1))]
         if bias is not None:
             inputs.append(self.constant(f"{name}.bias", bias))
+        attrs = {"group": groups} if groups > 1 else {}
         return self.node("Conv", inputs, name, kernel_shape=[k, k], strides=[stride, stride],
-                         pads=[k // 2] * 4)
+                         pads=[k // 2] * 4, **attrs)
 
     def channels(self, x: str, start: int, stop: int, name: str) -> str:
         return self.node("Slice", [x, self.ints((start,)), self.ints((stop,)), self.ints((1,))],
