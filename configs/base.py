@@ -21,6 +21,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.data_dir = ""
     c.manual_dir = ""
     c.batch_size = 128
+    # global: batch_size is the global batch on any number of devices (paper recipe);
+    # per_device: batch_size per data-axis device, learning_rate scaled by the device count
+    c.batch_rule = "global"
     c.num_epochs = 200
     c.total_steps = 0
     c.optimizer = "sgd"
@@ -54,6 +57,6 @@ def base_config() -> ml_collections.ConfigDict:
     c.distill.temperature = 4.0
     c.distill.kd_weight = 0.9
     c.distill.dkd_alpha = 1.0
-    c.distill.dkd_beta = 8.0
+    c.distill.dkd_beta = 1.0  # one of the paper's sweep 0.8/1/2/6 (DKD authors' own: 8)
     c.distill.dkd_warmup_epochs = 20.0
     return c

@@ -1,14 +1,16 @@
 """ReLU-optimization pipelines on the embedded digits, small enough for 2 CPU cores.
 
-    hybrenet criticality --config configs/pipeline_digits.py "hrn-2x2x2x:m=4,depths=1-1-1-1" \\
-        --workdir runs/digits/criticality
     hybrenet deepreshape --config configs/pipeline_digits.py --depths 1-1-1-1 --m 4 \\
         --measure-order --networks alpha2 --top 1 --reuse 4 --workdir runs/digits/deepreshape
+    hybrenet criticality --config configs/pipeline_digits.py "hrn-2x2x2x:m=4,depths=1-1-1-1" \\
+        --teacher-workdir runs/digits/deepreshape/teacher --workdir runs/digits/criticality
 
 Every run: digits (1,438 train / 359 test images, 32x32), batch 64, a few epochs. The KD
 teacher is ``hrn-2x2x2x:m=8`` (ResNet18 is too slow for this budget), trained longer than the
-students. docs/pipeline.md shows the real output and timings (2 CPU cores: about 8 minutes
-for the whole worked example). Any field can be overridden: ``--config.num_epochs=1``.
+students. DKD runs (``--distill dkd``) sweep the paper's betas 0.8/1/2/6 and add their
+1-epoch warm-up (``distill.dkd_warmup_epochs``) to the 4 epochs. docs/pipeline.md shows the
+real output and timings (2 CPU cores: about 4 minutes for the whole worked example). Any
+field can be overridden: ``--config.num_epochs=1``.
 """
 
 from __future__ import annotations

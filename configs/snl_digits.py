@@ -6,7 +6,10 @@
 The pretrained network uses the pipeline_digits recipe (4 epochs); the SNL settings are the
 public SNL defaults (see hybrenet_jax/snl/settings.py) except where a tiny run needs less:
 masks learn with Adam lr 1e-2 (weights keep 1e-3), lambda starts at 1e-4 and grows from
-search epoch 1, a search epoch is 8 steps, and fine-tuning lasts 2 epochs.
+search epoch 1, a search epoch is 8 steps, and fine-tuning lasts 2 epochs. Like public SNL,
+binarization keeps only masks above the threshold (``fill_to_budget`` false) and the stem has
+no ReLU (``mask_stem`` false); ``--fill-to-budget`` / ``--mask-stem`` restore the older
+behaviour of this project.
 """
 
 from __future__ import annotations
@@ -35,7 +38,8 @@ def get_config(arg: str | None = None):
         "finetune_learning_rate": 1e-3,
         "finetune_momentum": 0.9,
         "finetune_weight_decay": 5e-4,
-        "fill_to_budget": True,
+        "fill_to_budget": False,
+        "mask_stem": False,
         "thin": "",
     }
     return c

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 
 import pytest
 
@@ -149,3 +150,25 @@ def test_plan_reports_variants_it_cannot_build():
     entries, skipped = relu_optimization_plan("hrn-2x5x3x:m=12")
     assert any("Re2 8" in s and "does not divide" in s for s in skipped)
     assert any(e.label.endswith("ScaleCh 0.5") for e in entries)  # m=6 is fine
+
+
+def test_depth_equalization_solves_the_inequality_the_papers_fig16_tuples_break():
+    """`--by depth` returns 1-3-7-9 for BaseCh; the paper's Fig. 16 tuples violate the order."""
+    best = equalize_depth((2, 2, 2), "S3,S2,S4,S1")[0]
+    assert best.depths == (1, 3, 7, 9)
+    order = parse_order("S3,S2,S4,S1", 4)
+    assert _follows(_stage_weights((1, 3, 7, 9), (2, 2, 2)), order)
+    for depths in ((1, 5, 5, 3), (1, 5, 7, 2), (1, 6, 6, 2), (1, 7, 5, 2)):
+        assert not _follows(_stage_weights(depths, (2, 2, 2)), order)
+
+
+def test_design_by_depth_prints_the_fig16_note(capsys):
+    from hybrenet_jax.cli import main
+
+    assert main(["design", "--by", "depth", "--order", "S3,S2,S4,S1"]) == 0
+    out = capsys.readouterr().out
+    assert "1-3-7-9" in out and "Fig. 16" in out and "S2 = 2.5 > S3 = 1.25" in out
+    assert main(["design", "--by", "depth", "--order", "S3,S2,S4,S1", "--json"]) == 0
+    assert "Fig. 16" in json.loads(capsys.readouterr().out)["note"]
+    assert main(["design", "--order", "S3,S2,S4,S1"]) == 0
+    assert "Fig. 16" not in capsys.readouterr().out  # width equalization: no such note

@@ -229,15 +229,56 @@ def test_deepreduce_dry_run_text(capsys):
     (["deepreshape", "--order", "S3,S2,S4,S1", "--budgets", "x", "--dry-run"], "not a ReLU"),
     (["deepreduce", "resnet18", "--order", "S3,S2,S4,S1", "--dry-run",
       "--teacher-workdir", "/nonexistent/teacher"], "does not exist"),
-    (["criticality", "--config", DIGITS_CONFIG, "resnet18:cull=S1"], "base network"),
-    (["criticality", "--config", DIGITS_CONFIG, SMALL, "--config.num_epoch=1"],
+    (["criticality", "--config", DIGITS_CONFIG, "resnet18:cull=S1", "--no-teacher"],
+     "base network"),
+    (["criticality", "--config", DIGITS_CONFIG, SMALL, "--no-teacher", "--config.num_epoch=1"],
      "no such config field"),
+    (["criticality", "--config", DIGITS_CONFIG, SMALL], "uses KD accuracies"),
+    (["deepreshape", "--order", "S3,S2,S4,S1", "--dry-run", "--dkd-betas", "2"],
+     "--distill dkd"),
+    (["deepreshape", "--order", "S3,S2,S4,S1", "--dry-run", "--distill", "dkd",
+      "--dkd-betas", "0"], "positive"),
 ])
 def test_bad_input_exits_2_with_a_message(argv, fragment, capsys, fake):
     trainer = fake()
     assert main(argv) == 2
     assert fragment in capsys.readouterr().err
     assert trainer.calls == []
+
+
+@pytest.mark.parametrize("argv, fragment", [
+    (["criticality", "--config", DIGITS_CONFIG, SMALL, "--no-teacher", "--teacher-workdir",
+      "/nonexistent"], "not allowed with"),
+    (["deepreshape", "--order", "S3,S2,S4,S1", "--dry-run", "--distill", "dkd",
+      "--dkd-betas", "two"], "invalid float"),
+])
+def test_argument_errors_exit_2(argv, fragment, capsys, fake):
+    trainer = fake()
+    with pytest.raises(SystemExit) as stop:
+        main(argv)
+    assert stop.value.code == 2 and fragment in capsys.readouterr().err
+    assert trainer.calls == []
+
+
+def test_criticality_refuses_without_a_teacher_in_one_line(tmp_path, fake, capsys):
+    trainer = fake()
+    argv = ["criticality", "--config", DIGITS_CONFIG, SMALL, "--workdir", str(tmp_path)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "KD" in err and "--no-teacher" in err
+    assert trainer.calls == [] and not (tmp_path / "stage_S1").exists()
+
+
+def test_criticality_no_teacher_warns_once_and_uses_cross_entropy(tmp_path, fake, capsys):
+    trainer = fake(accuracy=lambda model: 0.5 + 0.1 * ("cull=S1+S2+S4" in model))
+    argv = ["criticality", "--config", DIGITS_CONFIG, SMALL, "--workdir", str(tmp_path),
+            "--no-teacher", "--json"]
+    assert main(argv) == 0
+    captured = capsys.readouterr()
+    assert captured.err.count("warning") == 1 and "cross-entropy" in captured.err
+    assert [c[1] for c in trainer.calls] == ["none"] * 4
+    result = json.loads(captured.out)
+    assert result["distill"] == "none" and result["order"][0] == "S3"
 
 
 def _deepreshape_argv(workdir: pathlib.Path, *extra: str) -> list[str]:

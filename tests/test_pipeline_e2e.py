@@ -97,3 +97,30 @@ def test_criticality_with_kd_from_the_pipeline_teacher(pipeline_dir, tmp_path, c
         assert summary["distill"] == "kd" and summary["model"] == stage["model"]
         assert stage["accuracy"] == pytest.approx(100 * summary["test_accuracy"])
     assert (workdir / "criticality.md").read_text().count("| S") == 4
+
+
+def test_dkd_sweep_trains_each_beta_longer_and_reports_the_best(pipeline_dir, tmp_path, capsys):
+    """Real DKD runs: one per beta, warm-up steps added to the schedule, best per variant."""
+    workdir = tmp_path / "dkd"
+    # 1 base step + round(0.05 x 44 steps per epoch) = 2 warm-up steps on top
+    argv = [*DEEPRESHAPE[:-1], "3000", "--config.distill.dkd_warmup_epochs=0.05",
+            "--distill", "dkd", "--dkd-betas", "2", "0.8", "--teacher-workdir",
+            str(pipeline_dir / "teacher"), "--workdir", str(workdir)]
+    assert main(argv) == 0
+    records = _records(workdir / "results.jsonl")
+    runs = [r for r in records if r["role"] == "variant"]
+    assert [r["dkd_beta"] for r in runs] == [0.8, 2.0]
+    assert {r["model"] for r in runs} == {"hrn-2x5x2x:m=2,depths=1-1-1-1,cull=S1,thin=S2+S3+S4"}
+    for r in runs:
+        summary = json.loads((pathlib.Path(r["workdir"]) / "summary.json").read_text())
+        assert summary["distill"] == "dkd" and summary["steps"] == 3
+        assert f"-dkd-b{r['dkd_beta']:g}-x0.05-" in pathlib.Path(r["workdir"]).name
+    (best,) = [r for r in records if r["role"] == "dkd_best"]
+    assert best["accuracy"] == max(r["accuracy"] for r in runs)
+    assert [s["dkd_beta"] for s in best["dkd_sweep"]] == [0.8, 2.0]
+    out = tmp_path / "report"
+    assert main(["pareto", str(workdir / "results.jsonl"), "--out", str(out),
+                 "--no-published"]) == 0
+    assert "0 bad line(s) skipped" in capsys.readouterr().out
+    text = (out / "pareto.md").read_text()
+    assert "### DKD beta sweeps" in text and "best of 0.8/2" in text

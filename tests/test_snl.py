@@ -16,13 +16,15 @@ from hybrenet_jax.model_string import spec_from_model_string
 from hybrenet_jax.models import build_model, input_shape
 from hybrenet_jax.report.points import point_from_record
 from hybrenet_jax.snl import run as snl_run
-from hybrenet_jax.snl.masks import (binarize, load_masks, mask_sites, relu_count, save_masks,
-                                    total_relus)
+from hybrenet_jax.snl.masks import (STEM_SITE, binarize, load_masks, mask_sites, relu_count,
+                                    save_masks, total_relus)
+from hybrenet_jax.snl.model import build_snl_model
 from hybrenet_jax.snl.settings import SNLError, ensure_snl_section, snl_settings
 from hybrenet_jax.snl.sparse import build_sparse_model, dense_traced_relus, traced_relus
 from hybrenet_jax.train.checkpoint import load_variables
 
 SMALL = "hrn-2x2x2x:m=4,depths=1-1-1-1"
+STEM_RELUS = 4 * 32 * 32  # m=4 channels at 32x32 (digits)
 
 
 def _random_masks(sites, seed=0):
@@ -33,10 +35,14 @@ def _random_masks(sites, seed=0):
 @pytest.mark.parametrize("granularity", ["pixel", "channel"])
 def test_mask_sites_cover_every_kept_relu(granularity):
     spec = spec_from_model_string(SMALL + ",thin=S2", "digits")
-    sites = mask_sites(spec, granularity)
+    sites = mask_sites(spec, granularity, mask_stem=True)
     assert total_relus(sites) == count(spec).relus
     ones = {s.name: np.ones(s.shape) for s in sites}
     assert relu_count(ones, sites) == count(spec).relus
+    # Default (public SNL): the stem has no ReLU, so it has no mask and counts nothing.
+    public = mask_sites(spec, granularity)
+    assert STEM_SITE in {s.name for s in sites} and STEM_SITE not in {s.name for s in public}
+    assert total_relus(public) == count(spec).relus - STEM_RELUS
     assert "stage2_block1_relu2" not in {s.name for s in sites}  # thinned: already linear
     weight = {s.name: s.weight for s in sites}["stage3_block1_relu1"]
     assert weight == (64 if granularity == "channel" else 1)  # 8x8 maps in Stage3
@@ -81,22 +87,33 @@ def _random_variables(model, x) -> dict:
     return {"params": params, "batch_stats": stats}
 
 
-@pytest.mark.parametrize("granularity", ["pixel", "channel"])
-def test_sparse_model_matches_masked_model_and_traces_the_kept_count(granularity):
+@pytest.mark.parametrize("granularity, mask_stem", [("pixel", True), ("channel", True),
+                                                    ("pixel", False)])
+def test_sparse_model_matches_masked_model_and_traces_the_kept_count(granularity, mask_stem):
     spec = spec_from_model_string(SMALL, "digits")
-    sites = mask_sites(spec, granularity)
-    binary, info = binarize(_random_masks(sites, 1), sites, total_relus(sites) // 4, 1e-2)
+    sites = mask_sites(spec, granularity, mask_stem)
+    binary, info = binarize(_random_masks(sites, 1), sites, total_relus(sites) // 4, 1e-2,
+                            fill=True)
     # The blended mask model evaluates max(x, 0) everywhere: every position is traced ...
-    assert dense_traced_relus(spec, granularity) == total_relus(sites)
-    # ... the sparse model only where a mask keeps the ReLU.
-    assert traced_relus(spec, granularity, binary) == info["kept"] == relu_count(binary, sites)
-    dense = build_model(spec, mask_granularity=granularity, learnable_masks=False)
+    assert dense_traced_relus(spec, granularity) == total_relus(sites) + \
+        (0 if mask_stem else STEM_RELUS)
+    # ... the sparse model only where a mask keeps the ReLU (never at a linear stem).
+    assert traced_relus(spec, granularity, binary, mask_stem) == info["kept"] == \
+        relu_count(binary, sites)
+    dense = build_snl_model(spec, mask_granularity=granularity, learnable_masks=False,
+                            mask_stem=mask_stem)
     x = jax.random.normal(jax.random.PRNGKey(1), input_shape(spec, 3))
     variables = _random_variables(dense, x)
+    assert set(variables["batch_stats"]) >= {"stem_bn"}
     variables["relu_masks"] = {k: {"mask": jnp.asarray(m)} for k, m in binary.items()}
-    sparse = build_sparse_model(spec, granularity, binary)
+    sparse = build_sparse_model(spec, granularity, binary, mask_stem=mask_stem)
     out = jax.jit(sparse.apply)(variables, x)
     np.testing.assert_allclose(out, jax.jit(dense.apply)(variables, x), rtol=1e-6, atol=1e-6)
+    if not mask_stem:  # the stem is linear: not the plain network's stem ReLU
+        plain = build_model(spec, mask_granularity=granularity, learnable_masks=False)
+        with_stem = {**variables, "relu_masks": {**variables["relu_masks"], STEM_SITE: {
+            "mask": jnp.ones((32, 32, 4) if granularity == "pixel" else (4,))}}}
+        assert not np.allclose(out, jax.jit(plain.apply)(with_stem, x), atol=1e-3)
     all_kept = {**variables, "relu_masks": {k: {"mask": jnp.ones_like(v["mask"])}
                                             for k, v in variables["relu_masks"].items()}}
     assert not np.allclose(out, jax.jit(dense.apply)(all_kept, x), atol=1e-3)  # masks matter
@@ -120,6 +137,10 @@ def test_settings_defaults_and_validation():
         (1e-3, 1e-5, 1.1)
     assert (settings.threshold, settings.max_epochs, settings.finetune_epochs) == \
         (1e-2, 2000, 100)
+    # public SNL: no fill to the budget, no stem ReLU (both available as options)
+    assert (settings.fill_to_budget, settings.mask_stem) == (False, False)
+    config.snl.update({"fill_to_budget": True, "mask_stem": True})
+    assert (snl_settings(config).fill_to_budget, snl_settings(config).mask_stem) == (True, True)
     config.snl.granularity = "layer"
     with pytest.raises(SNLError, match="granularity"):
         snl_settings(config)
@@ -158,13 +179,19 @@ def snl_dir(tmp_path_factory):
 
 def test_snl_reaches_the_budget_and_reports_the_traced_count(snl_dir):
     workdir, budget, sites, summary = snl_dir
-    assert abs(summary["relus"] - budget) <= 0.01 * budget
+    # public SNL's rule: every mask above the threshold, nothing below it re-admitted
+    assert 0 < summary["relus"] <= budget
+    assert summary["relus"] == summary["above_threshold"] and summary["filled"] == 0
+    assert summary["fill_to_budget"] is False and summary["mask_stem"] is False
+    assert summary["linear_sites"] == [STEM_SITE] and STEM_SITE not in {s.name for s in sites}
     assert summary["search_reached_budget"] and summary["search_epochs"] < 80
     masks = load_masks(workdir / "masks.npz", sites)
     assert relu_count(masks, sites) == summary["relus"] == summary["traced_relus"]
     assert traced_relus(spec_from_model_string(SMALL, "digits"), "pixel", masks) == \
         summary["relus"]
     assert summary["relus_before"] == total_relus(sites) and summary["distill"] == "kd"
+    assert summary["relus_before"] == count(spec_from_model_string(SMALL, "digits")).relus \
+        - STEM_RELUS
     assert json.loads((workdir / "summary.json").read_text()) == summary
 
 
@@ -204,3 +231,33 @@ def test_snl_cli_rejects_bad_budgets(extra, fragment, tmp_path, capsys):
     assert main(argv) == 2
     assert fragment in capsys.readouterr().err
     assert not (tmp_path / "snl" / "pretrained").exists()
+
+
+@pytest.mark.parametrize("mask_stem", [False, True])
+def test_search_model_masks_the_stem_only_when_asked(mask_stem):
+    spec = spec_from_model_string(SMALL, "digits")
+    model = build_snl_model(spec, mask_granularity="pixel", learnable_masks=True,
+                            mask_stem=mask_stem)
+    x = jnp.zeros(input_shape(spec, 1))
+    params = jax.eval_shape(model.init, jax.random.PRNGKey(0), x)["params"]
+    masked = {name for name, leaf in params.items() if "mask" in leaf}
+    assert masked == {s.name for s in mask_sites(spec, "pixel", mask_stem)}
+    assert (STEM_SITE in masked) is mask_stem
+
+
+def test_snl_cli_options_restore_fill_and_stem_mask(tmp_path, monkeypatch, capsys):
+    seen = {}
+
+    def fake_run(config, model, budget, workdir, *args, **kw):
+        seen.update(snl_settings(config).__dict__)
+        return {"model": model, "granularity": "pixel", "relus": 1, "relus_before": 2,
+                "budget": budget, "traced_relus": 1, "test_accuracy": 0.5}
+
+    monkeypatch.setattr(snl_run, "run_snl", fake_run)
+    argv = ["snl", "--config", str(ROOT / "configs" / "snl_digits.py"), SMALL, "--budget",
+            "5000", "--workdir", str(tmp_path)]
+    assert main(argv) == 0
+    assert (seen["fill_to_budget"], seen["mask_stem"]) == (False, False)
+    assert main(argv + ["--fill-to-budget", "--mask-stem"]) == 0
+    assert (seen["fill_to_budget"], seen["mask_stem"]) == (True, True)
+    capsys.readouterr()

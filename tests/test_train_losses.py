@@ -50,6 +50,13 @@ def test_dkd_loss_matches_decoupled_formula():
     np.testing.assert_allclose(got, np.array(out), rtol=1e-4, atol=1e-6)
 
 
+def test_dkd_default_weights_are_the_papers_not_the_dkd_authors():
+    """Target weight 1, non-target weight 1 (the paper sweeps 0.8/1/2/6; 8 is DKD's own)."""
+    s, t, y = jnp.array(S), jnp.array(T), jnp.array(Y)
+    np.testing.assert_allclose(dkd_loss(s, t, y), dkd_loss(s, t, y, 1.0, 1.0, 4.0), rtol=1e-6)
+    assert not np.allclose(dkd_loss(s, t, y), dkd_loss(s, t, y, 1.0, 8.0, 4.0))
+
+
 def test_topk_correct():
     np.testing.assert_array_equal(topk_correct(jnp.array(S), jnp.array([1, 2]), 1), [0, 1])
     np.testing.assert_array_equal(topk_correct(jnp.array(S), jnp.array([1, 2]), 2), [1, 1])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from hybrenet_jax.pipeline.cliargs import add_plan_arguments, add_training_arguments
+from hybrenet_jax.cli._pipeline import add_plan_arguments, add_training_arguments
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -38,17 +38,15 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     # JAX and the training loop load only when the verb runs.
-    from hybrenet_jax.pipeline import cliargs, runner  # noqa: PLC0415
+    from hybrenet_jax.cli import _pipeline as cliargs  # noqa: PLC0415
+    from hybrenet_jax.pipeline import runner  # noqa: PLC0415
     from hybrenet_jax.pipeline.criticality import base_spec  # noqa: PLC0415
     from hybrenet_jax.pipeline.deepreduce import parse_scales, plan_deepreduce  # noqa: PLC0415
-    from hybrenet_jax.pipeline.planning import parse_budgets  # noqa: PLC0415
 
     config = cliargs.resolve_config(args)
     workdir = cliargs.require_workdir(args)
     base_spec(args.model, config.dataset)  # bad model strings fail before any training
-    options = runner.PipelineOptions(
-        workdir=workdir or cliargs.DRY_RUN_DIR, distill=args.distill or config.pipeline.distill,
-        teacher_workdir=args.teacher_workdir or "", budgets=parse_budgets(args.budgets))
+    options = cliargs.pipeline_options(args, config, workdir)
     scales = parse_scales(args.scales)
     order = args.order
     if args.measure_order:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from hybrenet_jax.pipeline.cliargs import add_plan_arguments, add_training_arguments
+from hybrenet_jax.cli._pipeline import add_plan_arguments, add_training_arguments
 
 
 def _depths(text: str) -> tuple[int, ...]:
@@ -24,13 +24,17 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "train the stage-only networks of the BaseCh network first), a dataset and "
                     "ReLU budgets: ReLU equalization (Algorithm 1), the alpha=2 networks, their "
                     "Algorithm 2 variants within the budgets (ReLUs <= the largest budget), "
-                    "then the teacher once and every variant with KD/DKD. One line per trained "
-                    "model goes to DIR/results.jsonl (accuracy in percent), readable by "
+                    "then the teacher once and every variant with KD/DKD (DKD as in the paper: "
+                    "one run per beta of --dkd-betas, 0.8 1 2 6, each with 20 warm-up epochs "
+                    "added, and the best per variant recorded). One line per trained "
+                    "run goes to DIR/results.jsonl (accuracy in percent), readable by "
                     "`hybrenet pareto`. Rerunning skips finished models and resumes "
                     "interrupted ones. See docs/pipeline.md.",
         epilog="examples:\n"
                "  hybrenet deepreshape --depths 2-2-2-2 --order S3,S2,S4,S1 --budgets 50k,100k "
                "--dry-run\n"
+               "  hybrenet deepreshape --order S3,S2,S4,S1 --networks alpha2 --distill dkd "
+               "--dkd-betas 0.8 1 2 6 --dry-run --json\n"
                "  hybrenet deepreshape --config configs/pipeline_digits.py --depths 1-1-1-1 "
                "--m 4 --measure-order --networks alpha2 --top 1 --reuse 4 --workdir runs/drs",
         formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -58,16 +62,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     # JAX and the training loop load only when the verb runs.
-    from hybrenet_jax.pipeline import cliargs, runner  # noqa: PLC0415
+    from hybrenet_jax.cli import _pipeline as cliargs  # noqa: PLC0415
+    from hybrenet_jax.pipeline import runner  # noqa: PLC0415
     from hybrenet_jax.pipeline.deepreshape import (  # noqa: PLC0415
         base_network, parse_reuse_factors, plan_deepreshape)
-    from hybrenet_jax.pipeline.planning import parse_budgets  # noqa: PLC0415
 
     config = cliargs.resolve_config(args)
     workdir = cliargs.require_workdir(args)
-    options = runner.PipelineOptions(
-        workdir=workdir or cliargs.DRY_RUN_DIR, distill=args.distill or config.pipeline.distill,
-        teacher_workdir=args.teacher_workdir or "", budgets=parse_budgets(args.budgets))
+    options = cliargs.pipeline_options(args, config, workdir)
     reuse = parse_reuse_factors(args.reuse)
     crit = None  # the network whose criticality is measured (with --measure-order)
     order = args.order

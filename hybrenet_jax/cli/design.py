@@ -11,6 +11,13 @@ from hybrenet_jax.design import (capacity_criticality, equalize_depth, equalize_
                                  parse_order)
 from hybrenet_jax.errors import DesignError
 
+#: Printed with ``--by depth``: how its answer relates to the paper's Fig. 16.
+DEPTH_NOTE = ("note: the paper's Fig. 16 lists depths (1,5,5,3), (1,5,7,2), (1,6,6,2), "
+              "(1,7,5,2) for BaseCh and S3>S2>S4>S1, but those break the paper's own "
+              "inequality (stage ReLUs ~ depth x 2^(k-1) / 4^(k-1): (1,5,5,3) gives S2 = 2.5 > "
+              "S3 = 1.25); this command solves the inequality as stated (1-3-7-9 for that case). "
+              "See docs/pipeline.md.")
+
 
 def _int_list(text: str) -> tuple[int, ...]:
     try:
@@ -38,7 +45,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--order", required=True,
                    help="criticality order, most to least critical, e.g. S3,S2,S4,S1")
     p.add_argument("--by", choices=("width", "depth"), default="width",
-                   help="equalize by stage widths (default) or stage depths")
+                   help="equalize by stage widths (default) or stage depths (the smallest "
+                        "depths satisfying the order strictly; differs from the paper's "
+                        "Fig. 16 tuples, which violate it: see docs/pipeline.md)")
     p.add_argument("--multipliers", type=_int_list, default=None,
                    help="fixed stage multipliers for --by depth (default: 2 per stage, BaseCh)")
     p.add_argument("--m", type=int, default=16, help="base width m (default: 16)")
@@ -63,6 +72,7 @@ def run(args: argparse.Namespace) -> int:
             "order": args.order, "by": args.by, "dataset": args.dataset,
             "candidates": [c.as_dict() for c in candidates],
             "capacity_criticality": [c.as_dict() for c in alpha2],
+            **({"note": DEPTH_NOTE[len("note: "):]} if args.by == "depth" else {}),
         }))
         return 0
     for title, cands in (("ReLU-equalized networks", candidates),
@@ -76,4 +86,6 @@ def run(args: argparse.Namespace) -> int:
         print(format_table(("model", "depths", "ReLUs (K)", "ReLU share per stage %",
                             "FLOPs (M)", "params (M)"), rows))
         print()
+    if args.by == "depth":
+        print(DEPTH_NOTE)
     return 0

@@ -7,7 +7,7 @@ import json
 import pathlib
 import sys
 
-from hybrenet_jax.pipeline.cliargs import (add_training_arguments, progress_log,
+from hybrenet_jax.cli._pipeline import (add_training_arguments, progress_log,
                                            training_chatter_to_stderr)
 
 
@@ -29,7 +29,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Selective Network Linearization (Cho et al., ICML 2022): pretrain MODEL "
                     "(or use --pretrained-workdir), learn per-pixel or per-channel ReLU masks "
                     "with Adam on CE + KD + lambda*||mask||_1 until the masks keep at most "
-                    "--budget ReLUs, binarize, fine-tune with the masks fixed. Settings live in "
+                    "--budget ReLUs, binarize at 1e-2, fine-tune with the masks fixed. As in "
+                    "SNL's public ResNets the stem has no ReLU (unless --mask-stem), so counts "
+                    "and budgets cover the masked ReLUs only. Settings live in "
                     "config.snl (defaults: the public SNL scripts). Writes masks.npz, the final "
                     "variables, summary.json and results.jsonl into --workdir. "
                     "See docs/snl.md.",
@@ -53,6 +55,14 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "(default: train it in WORKDIR/pretrained)")
     p.add_argument("--teacher-workdir", default=None, metavar="DIR",
                    help="KD teacher (default: the pretrained network, as public SNL)")
+    p.add_argument("--fill-to-budget", action="store_true",
+                   help="after binarizing, re-admit the largest masks below the 1e-2 "
+                        "threshold until the budget is full (ours; default: public SNL's "
+                        "threshold rule alone; = --config.snl.fill_to_budget=true)")
+    p.add_argument("--mask-stem", action="store_true",
+                   help="mask the stem ReLU like the others (the paper's ReLU count); "
+                        "default: no stem ReLU, as SNL's public ResNets "
+                        "(= --config.snl.mask_stem=true)")
     p.add_argument("--workdir", required=True, metavar="DIR", help="SNL output directory")
     p.add_argument("--json", action="store_true", help="print summary.json to stdout")
     p.set_defaults(func=run)
@@ -72,6 +82,10 @@ def run(args: argparse.Namespace) -> int:
         config.snl.granularity = args.granularity
     if args.thin is not None:
         config.snl.thin = args.thin
+    if args.fill_to_budget:
+        config.snl.fill_to_budget = True
+    if args.mask_stem:
+        config.snl.mask_stem = True
     try:
         with training_chatter_to_stderr():
             summary = run_snl(config, args.model, args.budget, pathlib.Path(args.workdir),

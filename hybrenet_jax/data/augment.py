@@ -1,4 +1,8 @@
-"""Training augmentation (paper §7): random crop after zero padding, random horizontal flip.
+"""Training augmentation: random crop after zero padding, random horizontal flip.
+
+The DeepReShape paper does not state its augmentation; this is the common CIFAR choice
+(4-pixel zero padding + random 32x32 crop, horizontal flip with probability 1/2), used by the
+ResNet/DeepReDuce/SNL training scripts the paper builds on (see docs/data.md).
 
 Both are done on ``uint8`` images: for every example the crop offset ``(dy, dx)`` in
 ``[0, 2 * padding]`` selects a window of the zero-padded image and ``flip`` reverses its

@@ -6,17 +6,17 @@ verbs use argparse, so this module loads the same ``configs/*.py`` files itself:
 * :func:`load_config` imports ``FILE.py`` and calls its ``get_config(ARG)``;
 * :func:`apply_overrides` sets existing fields from ``a.b=value`` strings, converting the text
   to the field's current type (a typo in a field name is an error, as with ``launch.train``);
-* :func:`add_config_arguments` / :func:`config_from_args` wire both into an argparse verb.
+* :func:`config_from_args` applies both to parsed command-line arguments (the argparse side,
+  ``add_config_arguments``, lives in :mod:`hybrenet_jax.cli._pipeline`).
 """
 
 from __future__ import annotations
 
-import argparse
 import copy
 import importlib.util
 import pathlib
 import sys
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import ml_collections
 
@@ -122,34 +122,7 @@ def split_overrides(argv: Sequence[str]) -> tuple[list[str], list[str]]:
     return overrides, rest
 
 
-def add_config_arguments(parser: argparse.ArgumentParser, required: bool = True,
-                         note: str = "") -> None:
-    """Add ``--config FILE.py[:ARG]`` and accept ``--config.a.b=v`` overrides on ``parser``.
-
-    argparse cannot declare options with free-form names, so the parser's
-    ``parse_known_args`` is wrapped: override tokens are removed before parsing and stored
-    in ``args.config_overrides``.
-    """
-    parser.add_argument("--config", required=required, default=None, metavar="FILE.py[:ARG]",
-                        help="training config file, e.g. configs/pipeline_digits.py; any field "
-                             "can be overridden with --config.FIELD=VALUE "
-                             "(e.g. --config.num_epochs=2)" + note)
-    original = parser.parse_known_args
-
-    def parse_known_args(args=None, namespace=None):
-        tokens = sys.argv[1:] if args is None else list(args)
-        try:
-            overrides, rest = split_overrides(tokens)
-        except PipelineError as err:
-            parser.error(str(err))
-        parsed, extras = original(rest, namespace)
-        parsed.config_overrides = overrides
-        return parsed, extras
-
-    parser.parse_known_args = parse_known_args  # type: ignore[method-assign]
-
-
-def config_from_args(args: argparse.Namespace,
+def config_from_args(args: Any,
                      prepare: Callable[[ml_collections.ConfigDict], None] | None = None
                      ) -> ml_collections.ConfigDict:
     """The config named by ``args.config`` with ``prepare`` applied, then the overrides."""

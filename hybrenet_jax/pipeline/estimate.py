@@ -34,3 +34,31 @@ def images_seen(config: ml_collections.ConfigDict, dataset: str) -> int:
 def training_flops(flops: int, images: int, teacher_flops: int = 0) -> float:
     """``3 x FLOPs x images`` plus one teacher forward per image when distilling."""
     return float(TRAIN_FACTOR * flops * images + teacher_flops * images)
+
+
+def add_epochs(config: ml_collections.ConfigDict, extra: float) -> ml_collections.ConfigDict:
+    """``config`` (in place) trained ``extra`` epochs longer than its own schedule.
+
+    Whole epochs on an epoch-based config raise ``num_epochs``; otherwise ``total_steps``
+    grows by ``round(extra x steps per epoch)`` (steps per epoch = training images // batch).
+    """
+    if extra <= 0:
+        return config
+    if int(config.total_steps) <= 0 and float(extra).is_integer():
+        config.num_epochs = int(config.num_epochs) + int(extra)
+        return config
+    if config.dataset not in TRAIN_IMAGES:
+        raise PipelineError(f"no training-set size known for dataset {config.dataset!r}")
+    per_epoch = TRAIN_IMAGES[config.dataset] // int(config.batch_size)
+    base = int(config.total_steps) if int(config.total_steps) > 0 \
+        else int(config.num_epochs) * per_epoch
+    config.total_steps = base + int(round(extra * per_epoch))
+    return config
+
+
+def planned_epochs(config: ml_collections.ConfigDict) -> float:
+    """Epochs a run of ``config`` trains (``total_steps`` converted with the dataset's size)."""
+    if int(config.total_steps) <= 0:
+        return float(config.num_epochs)
+    per_epoch = TRAIN_IMAGES.get(config.dataset, 0) // int(config.batch_size)
+    return round(int(config.total_steps) / per_epoch, 4) if per_epoch else 0.0

@@ -22,11 +22,14 @@ import ml_collections
 from hybrenet_jax.counts import count
 from hybrenet_jax.model_string import spec_from_model_string
 from hybrenet_jax.pipeline.errors import PipelineError
+from hybrenet_jax.pipeline.estimate import add_epochs
 from hybrenet_jax.pipeline.settings import DISTILL
 from hybrenet_jax.train import train_and_evaluate
 
 Log = Callable[[str], None]
 ROLES = ("teacher", "criticality", "variant", "pretrained")
+#: ``role`` of the ``results.jsonl`` line that summarizes one variant's DKD beta sweep.
+DKD_BEST = "dkd_best"
 
 
 class Preempted(Exception):
@@ -52,24 +55,71 @@ class TrainJob:
     role: str = "variant"
     label: str = ""
     network: str = ""
+    dkd_beta: float | None = None  # DKD non-target weight of this run (None: the config's)
+    extra_epochs: float = 0.0  # epochs added to the config's schedule (DKD warm-up, spec §7)
 
     def __post_init__(self) -> None:
         if self.distill not in DISTILL:
             raise PipelineError(f"distill={self.distill!r}; accepted: {', '.join(DISTILL)}")
+        if self.distill != "dkd" and (self.dkd_beta is not None or self.extra_epochs):
+            raise PipelineError(f"{self.model}: dkd_beta/extra_epochs need distill=dkd")
+        if self.extra_epochs < 0:
+            raise PipelineError(f"extra_epochs={self.extra_epochs} must be >= 0")
         if self.distill != "none" and not self.teacher_workdir:
             raise PipelineError(f"{self.model}: distill={self.distill} needs a teacher workdir")
         if self.role not in ROLES:
             raise PipelineError(f"role={self.role!r}; accepted: {', '.join(ROLES)}")
 
+    @property
+    def tag(self) -> str:
+        """The run's distillation as named in its workdir: ``kd``, ``dkd-b0.8-x20``, ..."""
+        if self.distill != "dkd" or self.dkd_beta is None:
+            return self.distill
+        return f"dkd-b{self.dkd_beta:g}" + (f"-x{self.extra_epochs:g}" if self.extra_epochs
+                                             else "")
+
+    @property
+    def key(self) -> tuple:
+        """What makes two runs the same (see :func:`run_key`)."""
+        return run_key(self.model, self.dataset, self.distill, self.dkd_beta,
+                       self.extra_epochs)
+
+
+def run_key(model: str | None, dataset: str | None, distill: str | None,
+            dkd_beta: float | None = None, extra_epochs: float | None = 0.0) -> tuple:
+    """``(model, dataset, distill, dkd_beta, extra_epochs)``; the last two only for DKD.
+
+    A DKD line written before the beta sweep existed has no ``dkd_beta`` (``None``) and so
+    never matches a sweep run.
+    """
+    if distill != "dkd":
+        return (model, dataset, distill, None, None)
+    return (model, dataset, distill, None if dkd_beta is None else float(dkd_beta),
+            float(extra_epochs or 0.0))
+
+
+def record_key(rec: dict) -> tuple:
+    """:func:`run_key` of a ``results.jsonl`` line."""
+    return run_key(rec.get("model"), rec.get("dataset"), rec.get("distill"),
+                   rec.get("dkd_beta"), rec.get("extra_epochs"))
+
 
 def job_config(base: ml_collections.ConfigDict, job: TrainJob) -> ml_collections.ConfigDict:
-    """The training config of ``job``: ``base`` with its model, dataset and distillation."""
+    """The training config of ``job``: ``base`` with its model, dataset and distillation.
+
+    A DKD job also sets ``distill.dkd_beta`` (when the job names one) and trains
+    ``job.extra_epochs`` epochs longer (:func:`add_epochs`).
+    """
     config = copy.deepcopy(base)
     config.model = job.model
     config.dataset = job.dataset
     config.distill.kind = job.distill
     config.distill.teacher_workdir = job.teacher_workdir if job.distill != "none" else ""
     config.distill.teacher_model = job.teacher_model if job.distill != "none" else ""
+    if job.distill == "dkd":
+        if job.dkd_beta is not None:
+            config.distill.dkd_beta = float(job.dkd_beta)
+        add_epochs(config, job.extra_epochs)
     return config
 
 
@@ -114,7 +164,7 @@ def run_job(config: ml_collections.ConfigDict, job: TrainJob, log: Log) -> dict:
                                 "another workdir (or the same teacher option as before)")
         log(f"finished already: {job.model} ({job.workdir})")
         return summary
-    log(f"training {job.role} {job.model} (distill {job.distill}) in {job.workdir}")
+    log(f"training {job.role} {job.model} (distill {job.tag}) in {job.workdir}")
     summary = train_and_evaluate(job_config(config, job), job.workdir)
     if summary.get("preempted"):
         raise Preempted(job.workdir, int(summary.get("step", 0)))
@@ -141,7 +191,7 @@ def result_record(job: TrainJob, summary: dict) -> dict:
     (percent) and ``distill`` from it directly.
     """
     counts = count(spec_from_model_string(job.model, job.dataset))
-    return {
+    record = {
         "model": job.model,
         "dataset": job.dataset,
         "role": job.role,
@@ -162,6 +212,10 @@ def result_record(job: TrainJob, summary: dict) -> dict:
         "workdir": str(job.workdir),
         "wall_seconds": summary.get("wall_seconds"),
     }
+    if job.distill == "dkd":
+        record.update(dkd_beta=job.dkd_beta, extra_epochs=float(job.extra_epochs),
+                      run=job.tag)
+    return record
 
 
 class ResultsLog:
@@ -184,11 +238,13 @@ class ResultsLog:
                 out.append(rec)
         return out
 
-    def find(self, model: str, dataset: str, distill: str) -> dict | None:
-        """The recorded result of ``model`` trained on ``dataset`` with ``distill``, if any."""
+    def find(self, model: str, dataset: str, distill: str, dkd_beta: float | None = None,
+             extra_epochs: float = 0.0) -> dict | None:
+        """The recorded run of ``model`` on ``dataset`` with ``distill`` (and, for DKD, the
+        same beta and extra epochs), if any; ``dkd_best`` summary lines are not runs."""
+        want = run_key(model, dataset, distill, dkd_beta, extra_epochs)
         for rec in self.records():
-            if (rec.get("model"), rec.get("dataset"), rec.get("distill")) == (model, dataset,
-                                                                               distill):
+            if rec.get("role") != DKD_BEST and record_key(rec) == want:
                 return rec
         return None
 
@@ -203,9 +259,9 @@ class ResultsLog:
 def run_and_record(config: ml_collections.ConfigDict, job: TrainJob, results: ResultsLog,
                    log: Log) -> tuple[dict, bool]:
     """Run ``job`` unless ``results`` has it; returns ``(record, trained_or_recorded_now)``."""
-    found = results.find(job.model, job.dataset, job.distill)
+    found = results.find(job.model, job.dataset, job.distill, job.dkd_beta, job.extra_epochs)
     if found is not None:
-        log(f"in {results.path.name} already: {job.model} ({job.distill})")
+        log(f"in {results.path.name} already: {job.model} ({job.tag})")
         return found, False
     record = result_record(job, run_job(config, job, log))
     results.append(record)

@@ -16,7 +16,7 @@ import ml_collections
 from hybrenet_jax.counts import Counts, count
 from hybrenet_jax.model_string import spec_from_model_string
 from hybrenet_jax.pipeline.errors import PipelineError
-from hybrenet_jax.pipeline.estimate import images_seen, training_flops
+from hybrenet_jax.pipeline.estimate import images_seen, planned_epochs, training_flops
 from hybrenet_jax.pipeline.naming import run_dir_name
 
 MODELS_DIR = "models"
@@ -99,15 +99,21 @@ def variant_workdir(workdir: pathlib.Path, model: str, dataset: str, distill: st
 
 def plan_row(config: ml_collections.ConfigDict, dataset: str, p: PlannedModel, distill: str,
              teacher_flops: int, workdir: pathlib.Path | None,
-             budgets: Sequence[int] = ()) -> dict:
-    """One ``--dry-run --json`` object: counts, distillation and estimated training FLOPs.
+             budgets: Sequence[int] = (), dkd_beta: float | None = None,
+             extra_epochs: float = 0.0) -> dict:
+    """One ``--dry-run --json`` object: counts, distillation, epochs and training FLOPs.
 
+    ``config`` is the run's own config (a DKD run's already holds its extra epochs);
     ``workdir`` is the run directory the model will train in (``None``: not shown).
+    ``epochs`` is the run's whole duration, ``extra_epochs`` the part added to the base
+    schedule (DKD warm-up), ``dkd_beta`` the DKD non-target weight (``None`` unless DKD).
     """
     images = images_seen(config, dataset)
     row = {
         "role": p.role, "model": p.model, "label": p.label, "network": p.network,
-        "dataset": dataset, "distill": distill, "relus": p.counts.relus,
+        "dataset": dataset, "distill": distill, "dkd_beta": dkd_beta,
+        "epochs": planned_epochs(config), "extra_epochs": float(extra_epochs),
+        "relus": p.counts.relus,
         "stage_relus": list(p.counts.stage_relus), "flops": p.counts.flops,
         "macs": p.counts.macs, "params": p.counts.params, "train_images": images,
         "train_flops_estimate": training_flops(p.counts.flops, images,

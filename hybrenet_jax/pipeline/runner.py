@@ -12,6 +12,12 @@ Shared by :mod:`~hybrenet_jax.pipeline.deepreshape` and
 
 Restarting the same command skips models already in ``results.jsonl`` (or whose workdir holds
 ``summary.json``) and resumes an interrupted run from its checkpoints.
+
+DKD (spec §7): every variant is trained once per non-target weight beta of
+``PipelineOptions.dkd_betas`` (the paper's 0.8, 1, 2, 6; target weight ``distill.dkd_alpha``),
+each for ``distill.dkd_warmup_epochs`` more epochs than the base schedule when
+``dkd_warmup_extra`` (the paper's "20 additional epochs for warmup"). Once a variant's sweep
+is complete, a ``role: "dkd_best"`` line names its best run.
 """
 
 from __future__ import annotations
@@ -27,12 +33,13 @@ from hybrenet_jax.counts import count
 from hybrenet_jax.model_string import spec_from_model_string
 from hybrenet_jax.pipeline import criticality as crit
 from hybrenet_jax.pipeline.errors import PipelineError
-from hybrenet_jax.pipeline.jobs import (Log, ResultsLog, TrainJob, check_teacher,
-                                        run_and_record, teacher_config)
+from hybrenet_jax.pipeline.jobs import (DKD_BEST, Log, ResultsLog, TrainJob, check_teacher,
+                                        job_config, record_key, run_and_record,
+                                        teacher_config)
 from hybrenet_jax.pipeline.planning import (CRITICALITY_DIR, RESULTS, TEACHER_DIR,
                                             PlannedModel, plan_row, planned_model,
                                             variant_workdir)
-from hybrenet_jax.pipeline.settings import DISTILL
+from hybrenet_jax.pipeline.settings import DISTILL, PAPER_DKD_BETAS, parse_dkd_betas
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,11 +58,14 @@ class PipelineOptions:
     distill: str = "kd"
     teacher_workdir: str = ""  # a finished external teacher run; "" = train DIR/teacher
     budgets: tuple[int, ...] = ()
+    dkd_betas: tuple[float, ...] = PAPER_DKD_BETAS  # one DKD run per beta
+    dkd_warmup_extra: bool = True  # DKD runs: + distill.dkd_warmup_epochs epochs
 
     def __post_init__(self) -> None:
         if self.distill not in DISTILL:
             raise PipelineError(f"distill={self.distill!r} (--distill or pipeline.distill); "
                                 f"accepted: {', '.join(DISTILL)}")
+        object.__setattr__(self, "dkd_betas", parse_dkd_betas(self.dkd_betas))
 
     @property
     def results(self) -> ResultsLog:
@@ -88,24 +98,80 @@ def resolve_teacher(config: ml_collections.ConfigDict, options: PipelineOptions,
 def measure_order(config: ml_collections.ConfigDict, model: str, options: PipelineOptions,
                   teacher: Teacher, log: Log) -> crit.CriticalityResult:
     """Criticality of ``model`` in ``DIR/criticality`` (KD from the teacher when there is one)."""
+    if not teacher.workdir:
+        log("warning: no teacher (--distill none): criticality from plain cross-entropy, not "
+            "the paper's KD accuracies")
     return crit.measure_criticality(config, model, options.workdir / CRITICALITY_DIR,
                                     teacher_workdir=teacher.workdir or None, log=log)
 
 
+def dkd_extra_epochs(config: ml_collections.ConfigDict, options: PipelineOptions) -> float:
+    """Epochs a DKD run trains beyond the base schedule (0 when the ramp lies inside it)."""
+    if options.distill != "dkd" or not options.dkd_warmup_extra:
+        return 0.0
+    return float(config.distill.dkd_warmup_epochs)
+
+
+def variant_jobs(config: ml_collections.ConfigDict, p: PlannedModel, options: PipelineOptions,
+                 teacher: Teacher) -> list[TrainJob]:
+    """The training runs of one planned variant: one, or one per DKD beta."""
+    common = dict(model=p.model, dataset=config.dataset, distill=options.distill,
+                  teacher_workdir=teacher.workdir, teacher_model=teacher.model,
+                  role="variant", label=p.label, network=p.network)
+    if options.distill == "dkd":
+        extra = dkd_extra_epochs(config, options)
+        jobs = [TrainJob(workdir=pathlib.Path("."), dkd_beta=beta, extra_epochs=extra,
+                         **common) for beta in options.dkd_betas]
+    else:
+        jobs = [TrainJob(workdir=pathlib.Path("."), **common)]
+    return [dataclasses.replace(j, workdir=variant_workdir(options.workdir, p.model,
+                                                           config.dataset, j.tag))
+            for j in jobs]
+
+
+def best_of_sweep(records: Sequence[dict]) -> dict:
+    """The ``dkd_best`` line of one variant's DKD runs: the most accurate run (ties: the
+    smaller beta) with every run's beta and accuracy in ``dkd_sweep``."""
+    ranked = sorted(records, key=lambda r: (-float(r["accuracy"]), float(r["dkd_beta"])))
+    best = ranked[0]
+    sweep = [{"dkd_beta": r["dkd_beta"], "accuracy": r["accuracy"], "workdir": r["workdir"]}
+             for r in sorted(records, key=lambda r: float(r["dkd_beta"]))]
+    return {**{k: v for k, v in best.items() if k not in ("wall_seconds", "run")},
+            "role": DKD_BEST, "dkd_betas": [s["dkd_beta"] for s in sweep], "dkd_sweep": sweep}
+
+
+def _record_best(results: ResultsLog, runs: Sequence[dict]) -> dict:
+    """Append the sweep's ``dkd_best`` line unless the same summary is recorded already."""
+    best = best_of_sweep(runs)
+    for rec in results.records():
+        if rec.get("role") == DKD_BEST and record_key(rec) == record_key(best) \
+                and rec.get("dkd_sweep") == best["dkd_sweep"]:
+            return rec
+    results.append(best)
+    return best
+
+
 def train_planned(config: ml_collections.ConfigDict, planned: Sequence[PlannedModel],
                   options: PipelineOptions, teacher: Teacher, log: Log) -> list[dict]:
-    """Train every planned variant (skipping finished ones); returns their result records."""
+    """Train every planned variant (skipping finished runs); returns their result records.
+
+    With DKD each variant yields one record per beta, then its ``dkd_best`` record.
+    """
     records = []
     for i, p in enumerate(planned, start=1):
-        job = TrainJob(model=p.model, dataset=config.dataset,
-                       workdir=variant_workdir(options.workdir, p.model, config.dataset,
-                                               options.distill),
-                       distill=options.distill, teacher_workdir=teacher.workdir,
-                       teacher_model=teacher.model, role="variant", label=p.label,
-                       network=p.network)
-        log(f"[variant {i}/{len(planned)}] {p.label}: {p.model}")
-        record, _ = run_and_record(config, job, options.results, log)
-        records.append(record)
+        jobs = variant_jobs(config, p, options, teacher)
+        runs = []
+        for job in jobs:
+            beta = f" (DKD beta {job.dkd_beta:g})" if job.dkd_beta is not None else ""
+            log(f"[variant {i}/{len(planned)}] {p.label}: {p.model}{beta}")
+            record, _ = run_and_record(config, job, options.results, log)
+            runs.append(record)
+        records += runs
+        if options.distill == "dkd":
+            best = _record_best(options.results, runs)
+            log(f"best DKD beta for {p.model}: {best['dkd_beta']:g} "
+                f"({best['accuracy']:.2f}%)")
+            records.append(best)
     write_results_markdown(options.results, options.workdir / "results.md")
     return records
 
@@ -140,6 +206,9 @@ def run_pipeline(config: ml_collections.ConfigDict, options: PipelineOptions, pl
         planned = plan_for_order(result.order)
     write_plan(options, {"command": command, "dataset": config.dataset,
                          "distill": options.distill, "budgets": list(options.budgets),
+                         **({"dkd_betas": list(options.dkd_betas),
+                             "dkd_extra_epochs": dkd_extra_epochs(config, options)}
+                            if options.distill == "dkd" else {}),
                          **planned.as_dict()})
     return train_planned(config, planned.variants, options, teacher, log)
 
@@ -162,10 +231,13 @@ def dry_run_rows(config: ml_collections.ConfigDict, planned: Sequence[PlannedMod
             p = planned_model(job.model, dataset, job.label, criticality_model,
                               role="criticality")
             rows.append(plan_row(config, dataset, p, distill, teacher_flops, job.workdir))
+    placeholder = Teacher(options.teacher_workdir or str(options.workdir / TEACHER_DIR),
+                          teacher)
     for p in planned:
-        rows.append(plan_row(config, dataset, p, options.distill, teacher_flops,
-                             variant_workdir(options.workdir, p.model, dataset,
-                                             options.distill), options.budgets))
+        for job in variant_jobs(config, p, options, placeholder):
+            rows.append(plan_row(job_config(config, job), dataset, p, job.distill,
+                                 teacher_flops, job.workdir, options.budgets,
+                                 dkd_beta=job.dkd_beta, extra_epochs=job.extra_epochs))
     return rows
 
 
@@ -185,5 +257,17 @@ def write_results_markdown(results: ResultsLog, path: pathlib.Path) -> None:
         lines.append(f"| {r.get('role', '')} | `{r.get('model')}` | {r.get('label', '')} | "
                      f"{float(r.get('relus', 0)) / 1e3:,.2f} | "
                      f"{float(r.get('flops', 0)) / 1e6:,.2f} | "
-                     f"{float(r.get('accuracy', 0)):.2f} | {r.get('distill', '')} |")
+                     f"{float(r.get('accuracy', 0)):.2f} | {distill_text(r)} |")
     path.write_text("\n".join(lines) + "\n")
+
+
+def distill_text(rec: dict) -> str:
+    """``kd``, ``dkd b=2`` (one DKD run) or ``dkd best b=2 of 0.8/1/2/6`` (a sweep's best)."""
+    distill = str(rec.get("distill", ""))
+    beta = rec.get("dkd_beta")
+    if distill != "dkd" or beta is None:
+        return distill
+    if rec.get("role") == DKD_BEST:
+        swept = "/".join(f"{float(b):g}" for b in rec.get("dkd_betas", []))
+        return f"dkd best b={float(beta):g} of {swept}"
+    return f"dkd b={float(beta):g}"

@@ -77,6 +77,29 @@ def metric_section(points: Sequence[Point], subject: str, metric: Metric) -> lis
     return lines + [""]
 
 
+def sweep_section(points: Sequence[Point]) -> list[str]:
+    """Table of the DKD beta sweeps among ``points``: every run's accuracy, the best marked."""
+    swept = [p for p in points if p.sweep]
+    if not swept:
+        return []
+    betas = sorted({b for p in swept for b, _ in p.sweep})
+    headers = ["network", "ReLUs (K)"] + [f"DKD b={b:g} acc (%)" for b in betas] + ["best b"]
+    rows = []
+    for p in sorted(swept, key=lambda p: (-p.relus, p.label)):
+        acc = dict(p.sweep)
+        cells = []
+        for b in betas:
+            if b not in acc:
+                cells.append("–")
+            else:
+                text = f"{acc[b]:.2f}"
+                cells.append(f"**{text}**" if b == p.dkd_beta else text)
+        rows.append([p.label, f"{p.relus / 1e3:,.2f}", *cells, f"{p.dkd_beta:g}"])
+    return (["### DKD beta sweeps", "",
+             f"Each run of a DKD sweep ({len(swept)} networks); the frontiers above use the "
+             "best run of each (bold).", ""] + _table(headers, rows) + [""])
+
+
 def render(points: Sequence[Point], subjects: Mapping[str, str], notes: Sequence[str],
            inputs: Sequence[str]) -> str:
     """The whole ``pareto.md`` text."""
@@ -99,6 +122,7 @@ def render(points: Sequence[Point], subjects: Mapping[str, str], notes: Sequence
             continue
         for metric in METRICS.values():
             lines += metric_section(group, subject, metric)
+        lines += sweep_section(group)
     if notes:
         lines += ["## Notes", ""] + [f"- {n}" for n in notes] + [""]
     return "\n".join(lines)

@@ -5,6 +5,11 @@ Our results: one JSON object per line with ``model`` (model string), ``dataset``
 optionally ``distill`` and ``latency_seconds``. Lines that do not parse are returned as
 problems (``path:line: reason``) and skipped; the good lines are kept.
 
+DKD beta sweeps (``hybrenet deepreshape --distill dkd``): the runs of one model with a
+``dkd_beta`` (same file, dataset and ``extra_epochs``) become **one** point, the best run,
+whose ``sweep`` lists every run's (beta, accuracy) for the report's sweep table; the
+pipeline's ``role: "dkd_best"`` summary lines are derived from those runs and are skipped.
+
 Published rows: ``published_points.csv`` (``#`` comment lines, then ``dataset, method,
 backbone, config, relus_k, flops_m, acc, distill``). A row's network is turned into a model
 string when its backbone/config can be read (HybReNet and ConvNeXt rows; SNL/SENet rows keep
@@ -27,6 +32,8 @@ from hybrenet_jax.errors import HybrenetError
 from hybrenet_jax.model_string import spec_from_model_string
 
 OURS = "ours"
+#: ``role`` of the pipeline's per-variant DKD sweep summary lines (derived, not a run).
+DKD_BEST = "dkd_best"
 PUBLISHED = "published"
 PUBLISHED_COLUMNS = ("dataset", "method", "backbone", "config", "relus_k", "flops_m", "acc",
                      "distill")
@@ -55,6 +62,8 @@ class Point:
     latency_seconds: float | None = None
     latency_source: str = ""
     origin: str = ""
+    dkd_beta: float | None = None  # DKD non-target weight of the (best) run
+    sweep: tuple[tuple[float, float], ...] = ()  # (beta, accuracy %) of every run of a sweep
 
 
 def _number(value, field: str, minimum: float = 0.0, strict: bool = False) -> float:
@@ -105,17 +114,62 @@ def point_from_record(rec: object, origin: str) -> Point:
     distill = rec.get("distill")
     if distill is not None and not isinstance(distill, str):
         raise ValueError(f"distill={distill!r} must be a string such as KD or DKD")
+    beta = rec.get("dkd_beta")
+    if beta is not None:
+        beta = _number(beta, "dkd_beta", strict=True)
     return Point(dataset=dataset, source=OURS, method=OURS, label=model.strip(),
                  model=model.strip(), distill=distill or "-",
                  relus=_number(rec["relus"], "relus"),
                  flops=_number(rec["flops"], "flops", strict=True), accuracy=acc,
                  latency_seconds=latency, latency_source="given" if latency else "",
-                 origin=origin)
+                 origin=origin, dkd_beta=beta)
+
+
+def _sweep_key(point: Point, rec: dict, path: pathlib.Path) -> tuple | None:
+    """The group of a DKD sweep run (``None`` for any other point)."""
+    if point.dkd_beta is None or str(point.distill).lower() != "dkd":
+        return None
+    extra = rec.get("extra_epochs") or 0.0
+    return (str(path), point.dataset, point.model, float(extra) if isinstance(
+        extra, (int, float)) else str(extra))
+
+
+def collapse_sweeps(points: list[Point], keys: list[tuple | None]) -> list[Point]:
+    """One point per DKD sweep: its most accurate run (ties: smaller beta), with ``sweep``.
+
+    ``keys[i]`` is the sweep group of ``points[i]`` (``None``: not a sweep run, kept as is).
+    The best point keeps the position of the sweep's first run.
+    """
+    groups: dict[tuple, list[Point]] = {}
+    for p, key in zip(points, keys):
+        if key is not None:
+            groups.setdefault(key, []).append(p)
+    out: list[Point] = []
+    for p, key in zip(points, keys):
+        if key is None:
+            out.append(p)
+            continue
+        runs = groups.pop(key, None)
+        if runs is None:
+            continue  # already emitted with its sweep's first run
+        best = min(runs, key=lambda r: (-r.accuracy, r.dkd_beta))
+        sweep = tuple(sorted((r.dkd_beta, r.accuracy) for r in runs))
+        betas = "/".join(f"{b:g}" for b, _ in sweep)
+        out.append(dataclasses.replace(
+            best, sweep=sweep,
+            distill=f"{best.distill} b={best.dkd_beta:g} (best of {betas})"))
+    return out
 
 
 def load_results(paths: Iterable[str | pathlib.Path]) -> tuple[list[Point], list[str]]:
-    """Points of every good line of ``paths``, and one ``path:line: reason`` per bad line."""
-    points, problems = [], []
+    """Points of every good line of ``paths``, and one ``path:line: reason`` per bad line.
+
+    DKD beta sweeps are collapsed to their best run (:func:`collapse_sweeps`); the
+    pipeline's ``dkd_best`` summary lines are skipped (they repeat a run of the file).
+    """
+    points: list[Point] = []
+    keys: list[tuple | None] = []
+    problems: list[str] = []
     for path in map(pathlib.Path, paths):
         try:
             text = path.read_text()
@@ -126,12 +180,19 @@ def load_results(paths: Iterable[str | pathlib.Path]) -> tuple[list[Point], list
                 continue
             origin = f"{path}:{number}"
             try:
-                points.append(point_from_record(json.loads(line), origin))
+                rec = json.loads(line)
+                if isinstance(rec, dict) and rec.get("role") == DKD_BEST:
+                    continue
+                point = point_from_record(rec, origin)
             except json.JSONDecodeError as err:
                 problems.append(f"{origin}: not valid JSON ({err.msg})")
+                continue
             except ValueError as err:
                 problems.append(f"{origin}: {err}")
-    return points, problems
+                continue
+            points.append(point)
+            keys.append(_sweep_key(point, rec, path))
+    return collapse_sweeps(points, keys), problems
 
 
 _HRN = re.compile(r"^hrn-(\d+(?:x\d+)*x)\s*(?:m\s*=\s*(\d+))?$", re.I)

@@ -1,7 +1,7 @@
 """SNL fine-tuning: train the weights with the binarized masks fixed (SGD, cosine, KD).
 
 The masks live in the ``relu_masks`` collection of
-``build_model(spec, mask_granularity=g, learnable_masks=False)``; only ``params`` and the
+``build_snl_model(spec, mask_granularity=g, learnable_masks=False)``; only ``params`` and the
 BatchNorm statistics change. Checkpointed under ``directory`` once per data epoch and at the
 end, so an interrupted fine-tuning resumes.
 """
@@ -14,8 +14,8 @@ from typing import Callable, Mapping
 import jax
 import numpy as np
 
-from hybrenet_jax.models import build_model
 from hybrenet_jax.netspec import NetSpec
+from hybrenet_jax.snl.model import build_snl_model
 from hybrenet_jax.snl.runtime import Runtime, as_float32, restore
 from hybrenet_jax.snl.settings import SNLSettings
 from hybrenet_jax.snl.steps import SNLLoss, make_finetune_step
@@ -37,7 +37,8 @@ def finetune(runtime: Runtime, settings: SNLSettings, spec: NetSpec, params: dic
              batch_stats: dict, binary: Mapping[str, np.ndarray], teacher: Teacher | None,
              directory: pathlib.Path, log: Callable[[str], None]) -> dict:
     """Fine-tune (or resume) and return the final variables, ``relu_masks`` included."""
-    model = build_model(spec, runtime.dtype, settings.granularity, learnable_masks=False)
+    model = build_snl_model(spec, runtime.dtype, settings.granularity, learnable_masks=False,
+                            mask_stem=settings.mask_stem)
     total = finetune_steps(settings, runtime)
     masks = runtime.replicate(as_float32(mask_collection(binary)))
     if total == 0:

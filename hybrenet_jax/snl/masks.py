@@ -23,6 +23,9 @@ from hybrenet_jax.netspec import NetSpec
 from hybrenet_jax.snl.settings import GRANULARITIES, SNLError
 
 Masks = dict[str, np.ndarray]
+#: Name of the stem's ReLU site (ResNet-family networks; WRN and VGG have none). SNL leaves
+#: it unmasked and linear by default, as in the public SNL models (see snl/model.py).
+STEM_SITE = "stem_relu"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,8 +43,12 @@ class MaskSite:
         return int(np.prod(self.shape)) * self.weight
 
 
-def mask_sites(spec: NetSpec, granularity: str) -> list[MaskSite]:
-    """The masked sites of ``spec`` in execution order."""
+def mask_sites(spec: NetSpec, granularity: str, mask_stem: bool = False) -> list[MaskSite]:
+    """The masked sites of ``spec`` in execution order.
+
+    Every kept ReLU site, except the stem's unless ``mask_stem``: public SNL has no stem
+    ReLU, so by default the stem is linear and outside the masks (:mod:`.model`).
+    """
     if granularity not in GRANULARITIES:
         raise SNLError(f"granularity={granularity!r}; accepted: {', '.join(GRANULARITIES)}")
     if spec.reuse > 1:
@@ -49,7 +56,7 @@ def mask_sites(spec: NetSpec, granularity: str) -> list[MaskSite]:
                        "model string")
     sites = []
     for site in expand(spec).relu_sites():
-        if not site.kept:
+        if not site.kept or (site.name == STEM_SITE and not mask_stem):
             continue
         if granularity == "channel":
             sites.append(MaskSite(site.name, site, (site.channels,), site.hw ** 2))
@@ -100,14 +107,15 @@ def relu_count(masks: Mapping[str, np.ndarray], sites: list[MaskSite],
 
 
 def binarize(masks: Mapping[str, np.ndarray], sites: list[MaskSite], budget: int,
-             threshold: float, fill: bool = True) -> tuple[Masks, dict]:
+             threshold: float, fill: bool = False) -> tuple[Masks, dict]:
     """0/1 masks keeping at most ``budget`` ReLUs; entries with larger values go first.
 
     Entries are visited from the largest mask value down (ties: execution order, then flat
-    index) and kept while the running ReLU count stays within ``budget``. With ``fill`` off only
-    entries above ``threshold`` are eligible — SNL's rule, which after a successful search keeps
-    every such entry. With ``fill`` on, the largest entries below the threshold may fill the
-    remaining budget too (so the kept count lands within one entry's weight of the budget).
+    index) and kept while the running ReLU count stays within ``budget``. With ``fill`` off (the
+    default) only entries above ``threshold`` are eligible — SNL's rule, which after a
+    successful search keeps every such entry. With ``fill`` on (ours), the largest entries below
+    the threshold may fill the remaining budget too (so the kept count lands within one entry's
+    weight of the budget).
 
     Returns:
       ``(binary masks, info)`` with info ``above_threshold`` (ReLUs above the threshold),

@@ -25,13 +25,13 @@ import ml_collections
 
 from hybrenet_jax.counts import count
 from hybrenet_jax.model_string import model_string_with, spec_from_model_string
-from hybrenet_jax.models import build_model
 from hybrenet_jax.netspec import stage_name
 from hybrenet_jax.pipeline.jobs import (ResultsLog, TrainJob, check_teacher, read_summary,
                                         run_job)
 from hybrenet_jax.snl.finetune import finetune
 from hybrenet_jax.snl.masks import (binarize, load_masks, mask_sites, relu_count, save_masks,
                                     total_relus)
+from hybrenet_jax.snl.model import build_snl_model, linear_sites
 from hybrenet_jax.snl.runtime import Runtime, as_float32
 from hybrenet_jax.snl.search import search_masks
 from hybrenet_jax.snl.settings import SNLError, SNLSettings, snl_settings
@@ -111,7 +111,7 @@ def run_snl(config: ml_collections.ConfigDict, model: str, budget: int,
     settings = snl_settings(config)
     model = snl_model(model, settings.thin, config.dataset)
     spec = spec_from_model_string(model, config.dataset)
-    sites = mask_sites(spec, settings.granularity)
+    sites = mask_sites(spec, settings.granularity, settings.mask_stem)
     total = check_budget(int(budget), sites, model)
     if teacher_workdir:
         check_teacher(teacher_workdir)
@@ -142,9 +142,10 @@ def run_snl(config: ml_collections.ConfigDict, model: str, budget: int,
     variables = finetune(runtime, settings, spec, found.params, found.batch_stats, binary,
                          teacher, workdir / "finetune", log)
     variables = jax.device_get(variables)
-    masked = build_model(spec, runtime.dtype, settings.granularity, learnable_masks=False)
+    masked = build_snl_model(spec, runtime.dtype, settings.granularity, learnable_masks=False,
+                             mask_stem=settings.mask_stem)
     metrics = runtime.evaluate(masked, runtime.replicate(variables))
-    traced = traced_relus(spec, settings.granularity, binary)
+    traced = traced_relus(spec, settings.granularity, binary, settings.mask_stem)
     if traced != kept:
         raise RuntimeError(f"traced ReLUs {traced} != kept mask count {kept} (bug)")
 
@@ -162,7 +163,10 @@ def run_snl(config: ml_collections.ConfigDict, model: str, budget: int,
         "test_accuracy": metrics["accuracy"], "test_top5": metrics["top5"],
         "test_loss": metrics["loss"], "relus": kept, "traced_relus": traced,
         "relus_before": total, "above_threshold": kept_info["above_threshold"],
-        "filled": kept_info["filled"], "search_epochs": found.epochs,
+        "filled": kept_info["filled"], "fill_to_budget": settings.fill_to_budget,
+        "mask_stem": settings.mask_stem,
+        "linear_sites": list(linear_sites(spec, settings.mask_stem)),
+        "search_epochs": found.epochs,
         "search_steps": found.steps, "search_reached_budget": found.reached,
         "final_lasso": found.lasso, "flops": counts.flops, "macs": counts.macs,
         "params": counts.params, "pretrained_workdir": pretrained_dir,
@@ -189,4 +193,6 @@ def _record(workdir: pathlib.Path, summary: dict) -> None:
         "macs": summary["macs"], "params": summary["params"],
         "accuracy": round(100.0 * summary["test_accuracy"], 4), "budget": summary["budget"],
         "granularity": summary["granularity"], "workdir": str(workdir),
+        "mask_stem": summary.get("mask_stem", True),
+        "fill_to_budget": summary.get("fill_to_budget", True),
         "wall_seconds": summary["wall_seconds"]})

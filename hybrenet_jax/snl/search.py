@@ -22,10 +22,10 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
-from hybrenet_jax.models import build_model
 from hybrenet_jax.netspec import NetSpec
 from hybrenet_jax.snl.masks import (Masks, mask_sites, masks_from_params, relu_count,
                                     strip_masks, total_relus, with_masks)
+from hybrenet_jax.snl.model import build_snl_model
 from hybrenet_jax.snl.runtime import Runtime, restore
 from hybrenet_jax.snl.settings import SNLSettings
 from hybrenet_jax.snl.steps import SNLLoss, make_search_step, search_optimizer
@@ -51,9 +51,10 @@ def search_masks(runtime: Runtime, settings: SNLSettings, spec: NetSpec, params:
                  batch_stats: dict, teacher: Teacher | None, budget: int,
                  directory: pathlib.Path, log: Callable[[str], None]) -> SearchOutcome:
     """Run (or resume) the mask search of ``spec`` from pretrained ``params``/``batch_stats``."""
-    sites = mask_sites(spec, settings.granularity)
+    sites = mask_sites(spec, settings.granularity, settings.mask_stem)
     total = total_relus(sites)
-    model = build_model(spec, runtime.dtype, settings.granularity, learnable_masks=True)
+    model = build_snl_model(spec, runtime.dtype, settings.granularity, learnable_masks=True,
+                            mask_stem=settings.mask_stem)
     optimizer = search_optimizer(settings.search_learning_rate, settings.masks_learning_rate)
 
     def init():

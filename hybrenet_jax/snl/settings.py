@@ -5,7 +5,10 @@ search with Adam (lr 1e-3) on CE + KD (T=4, weight 1) + lambda * ||mask||_1, lam
 multiplied by 1.1 whenever the count of mask values above 1e-2 fails to reach a new low (from
 search epoch 5 on), at most 2000 search epochs, stop once the count is within the budget;
 binarize at 1e-2; fine-tune 100 epochs with SGD (lr 1e-3, momentum 0.9, weight decay 5e-4,
-cosine) and KD. The teacher is the pretrained network itself, as in the public scripts.
+cosine) and KD. The teacher is the pretrained network itself, as in the public scripts. Like
+the public ResNet models, the network has no stem ReLU during SNL (the stem site is linear
+and unmasked; ``mask_stem`` masks it instead), and binarization keeps only masks above the
+threshold (``fill_to_budget`` re-admits masks below it up to the budget).
 Fields marked "ours" are additions of this implementation (see docs/snl.md).
 """
 
@@ -43,7 +46,8 @@ SNL_DEFAULTS: dict[str, object] = {
     "finetune_learning_rate": 1e-3,
     "finetune_momentum": 0.9,
     "finetune_weight_decay": 5e-4,
-    "fill_to_budget": True,  # ours: after binarizing, re-admit the largest masks up to budget
+    "fill_to_budget": False,  # ours when true: re-admit the largest masks below the threshold
+    "mask_stem": False,  # true: mask the stem ReLU too; false: no stem ReLU, as public SNL
     "thin": "",  # ours: ReLU-Thinning before SNL, e.g. "S1+S2+S3+S4" or "all"
 }
 
@@ -70,6 +74,7 @@ class SNLSettings:
     finetune_momentum: float
     finetune_weight_decay: float
     fill_to_budget: bool
+    mask_stem: bool
     thin: str
 
     def __post_init__(self) -> None:

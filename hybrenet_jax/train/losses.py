@@ -42,8 +42,12 @@ def _binary_kl(p: jnp.ndarray, q: jnp.ndarray) -> jnp.ndarray:
 
 
 def dkd_loss(student: jnp.ndarray, teacher: jnp.ndarray, labels: jnp.ndarray,
-             alpha: float = 1.0, beta: float = 8.0, temperature: float = 4.0) -> jnp.ndarray:
-    """Per-example Decoupled KD: ``alpha * TCKD + beta * NCKD`` (both scaled by T^2)."""
+             alpha: float = 1.0, beta: float = 1.0, temperature: float = 4.0) -> jnp.ndarray:
+    """Per-example Decoupled KD: ``alpha * TCKD + beta * NCKD`` (both scaled by T^2).
+
+    Defaults: target weight 1 and non-target weight 1, one point of the DeepReShape paper's
+    sweep beta in {0.8, 1, 2, 6} (the DKD authors' CIFAR-100 default beta=8 is not used there).
+    """
     gt = jax.nn.one_hot(labels, student.shape[-1])
     p_s = jax.nn.softmax(student / temperature)
     p_t = jax.nn.softmax(teacher / temperature)

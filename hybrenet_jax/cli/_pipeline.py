@@ -1,4 +1,8 @@
-"""Command-line plumbing shared by ``hybrenet criticality|deepreshape|deepreduce|snl``."""
+"""Command-line plumbing shared by ``hybrenet criticality|deepreshape|deepreduce|snl``.
+
+The argparse side of the pipeline verbs (options, ``--config`` + ``--config.a.b=v``, output
+formatting); the pipelines themselves live in :mod:`hybrenet_jax.pipeline`.
+"""
 
 from __future__ import annotations
 
@@ -13,15 +17,44 @@ import ml_collections
 
 from hybrenet_jax.cli._table import format_table
 from hybrenet_jax.dataset_info import DATASETS
-from hybrenet_jax.pipeline.configfile import add_config_arguments, config_from_args
+from hybrenet_jax.pipeline.configfile import config_from_args, split_overrides
 from hybrenet_jax.pipeline.errors import PipelineError
-from hybrenet_jax.pipeline.settings import DISTILL, ensure_pipeline_section
+from hybrenet_jax.pipeline.settings import DISTILL, ensure_pipeline_section, parse_dkd_betas
 
 #: Paper recipe durations (spec §7), used to estimate compute when no --config is given.
 PAPER_EPOCHS = 200
 PAPER_BATCH = 128
+#: DKD warm-up of the paper (spec §7: "20 additional epochs for warmup").
+PAPER_DKD_WARMUP_EPOCHS = 20
 #: Placeholder workdir shown by ``--dry-run`` when no ``--workdir`` is given.
 DRY_RUN_DIR = pathlib.Path("DIR")
+
+
+def add_config_arguments(parser: argparse.ArgumentParser, required: bool = True,
+                         note: str = "") -> None:
+    """Add ``--config FILE.py[:ARG]`` and accept ``--config.a.b=v`` overrides on ``parser``.
+
+    argparse cannot declare options with free-form names, so the parser's
+    ``parse_known_args`` is wrapped: override tokens are removed before parsing and stored
+    in ``args.config_overrides``.
+    """
+    parser.add_argument("--config", required=required, default=None, metavar="FILE.py[:ARG]",
+                        help="training config file, e.g. configs/pipeline_digits.py; any field "
+                             "can be overridden with --config.FIELD=VALUE "
+                             "(e.g. --config.num_epochs=2)" + note)
+    original = parser.parse_known_args
+
+    def parse_known_args(args=None, namespace=None):
+        tokens = sys.argv[1:] if args is None else list(args)
+        try:
+            overrides, rest = split_overrides(tokens)
+        except PipelineError as err:
+            parser.error(str(err))
+        parsed, extras = original(rest, namespace)
+        parsed.config_overrides = overrides
+        return parsed, extras
+
+    parser.parse_known_args = parse_known_args  # type: ignore[method-assign]
 
 
 def add_training_arguments(p: argparse.ArgumentParser, config_required: bool) -> None:
@@ -40,6 +73,14 @@ def add_plan_arguments(p: argparse.ArgumentParser) -> None:
                         "largest budget are not trained")
     p.add_argument("--distill", choices=DISTILL, default=None,
                    help="distillation of every variant (default: config pipeline.distill, kd)")
+    p.add_argument("--dkd-betas", nargs="+", type=float, default=None, metavar="BETA",
+                   help="with --distill dkd: one run per DKD non-target weight beta, the best "
+                        "per variant reported (default: config pipeline.dkd_betas, the "
+                        "paper's 0.8 1 2 6; target weight distill.dkd_alpha = 1)")
+    p.add_argument("--dkd-warmup", choices=("extra", "inside"), default=None,
+                   help="DKD warm-up (distill.dkd_warmup_epochs, 20): 'extra' epochs on top of "
+                        "the base schedule (the paper's 200 + 20; default, config "
+                        "pipeline.dkd_warmup_extra) or a ramp 'inside' the base epochs")
     p.add_argument("--teacher-workdir", default=None, metavar="DIR",
                    help="a finished teacher run to distil from (default: train "
                         "config.pipeline.teacher_model in DIR/teacher)")
@@ -54,8 +95,12 @@ def add_plan_arguments(p: argparse.ArgumentParser) -> None:
 
 def paper_config(dataset: str) -> ml_collections.ConfigDict:
     """Enough of the paper recipe to estimate compute when no config file is given."""
-    config = ml_collections.ConfigDict({"dataset": dataset, "batch_size": PAPER_BATCH,
-                                        "num_epochs": PAPER_EPOCHS, "total_steps": 0})
+    config = ml_collections.ConfigDict({
+        "dataset": dataset, "batch_size": PAPER_BATCH, "num_epochs": PAPER_EPOCHS,
+        "total_steps": 0,
+        "distill": {"kind": "none", "teacher_workdir": "", "teacher_model": "",
+                    "dkd_alpha": 1.0, "dkd_beta": 1.0,
+                    "dkd_warmup_epochs": float(PAPER_DKD_WARMUP_EPOCHS)}})
     return ensure_pipeline_section(config)
 
 
@@ -108,12 +153,37 @@ def flops_text(value: float) -> str:
     return f"{value:.3g}"
 
 
+def pipeline_options(args: argparse.Namespace, config: ml_collections.ConfigDict,
+                     workdir: pathlib.Path | None):
+    """``PipelineOptions`` from the shared plan arguments and the config's pipeline section."""
+    from hybrenet_jax.pipeline import runner  # noqa: PLC0415 (imports JAX)
+    from hybrenet_jax.pipeline.planning import parse_budgets  # noqa: PLC0415
+
+    betas = args.dkd_betas if args.dkd_betas is not None else config.pipeline.dkd_betas
+    extra = bool(config.pipeline.dkd_warmup_extra) if args.dkd_warmup is None \
+        else args.dkd_warmup == "extra"
+    distill = args.distill or config.pipeline.distill
+    if distill != "dkd" and (args.dkd_betas is not None or args.dkd_warmup is not None):
+        raise PipelineError("--dkd-betas/--dkd-warmup apply to DKD runs: add --distill dkd")
+    return runner.PipelineOptions(
+        workdir=workdir or DRY_RUN_DIR, distill=distill,
+        teacher_workdir=args.teacher_workdir or "", budgets=parse_budgets(args.budgets),
+        dkd_betas=parse_dkd_betas(betas), dkd_warmup_extra=extra)
+
+
+def _distill_cell(row: dict) -> str:
+    beta = row.get("dkd_beta")
+    return row["distill"] if beta is None else f"{row['distill']} b={beta:g}"
+
+
 def format_dry_run(rows: Sequence[dict]) -> str:
     """The plan as an aligned text table with the total estimated training compute."""
     table = format_table(
-        ("role", "model", "variant", "ReLUs (K)", "FLOPs (M)", "distill", "train FLOPs"),
+        ("role", "model", "variant", "ReLUs (K)", "FLOPs (M)", "distill", "epochs",
+         "train FLOPs"),
         [(r["role"], r["model"], r["label"], f"{r['relus'] / 1e3:,.2f}",
-          f"{r['flops'] / 1e6:,.1f}", r["distill"], flops_text(r["train_flops_estimate"]))
+          f"{r['flops'] / 1e6:,.1f}", _distill_cell(r), f"{r['epochs']:g}",
+          flops_text(r["train_flops_estimate"]))
          for r in rows])
     total = sum(r["train_flops_estimate"] for r in rows)
     return (f"{table}\n\n{len(rows)} training runs; estimated training compute "
@@ -148,9 +218,11 @@ def print_records(records, results_path: pathlib.Path, as_json: bool) -> None:
         for rec in records:
             print(json.dumps(rec))
         return
+    from hybrenet_jax.pipeline.runner import distill_text  # noqa: PLC0415
+
     print(format_table(("model", "variant", "ReLUs (K)", "FLOPs (M)", "accuracy %", "distill"),
                        [(r["model"], r.get("label", ""), f"{r['relus'] / 1e3:,.2f}",
-                         f"{r['flops'] / 1e6:,.1f}", f"{r['accuracy']:.2f}", r["distill"])
+                         f"{r['flops'] / 1e6:,.1f}", f"{r['accuracy']:.2f}", distill_text(r))
                         for r in records]))
     print(f"results: {results_path} (feed it to `hybrenet pareto`)")
 
