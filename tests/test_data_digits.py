@@ -97,7 +97,7 @@ def test_arrays_are_read_only(splits):
 def test_unknown_split_and_dataset():
     with pytest.raises(DatasetError, match="train, test"):
         load_dataset("digits", "validation")
-    with pytest.raises(DatasetError, match="digits, cifar100, cifar10, tinyimagenet"):
+    with pytest.raises(DatasetError, match="accepted: cifar100, cifar10, tinyimagenet, digits"):
         load_dataset("mnist", "train")
 
 

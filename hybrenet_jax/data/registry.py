@@ -9,8 +9,8 @@ name               source                                     splits (eval split
 ``tinyimagenet``   our tfds builder, from a manual download   train 100,000 / validation* 10,000
 =================  =========================================  ==================================
 
-``split="eval"`` names the evaluation split of any dataset. Image sizes and class counts come
-from ``hybrenet_jax.dataset_info.DATASETS``.
+``split="eval"`` names the evaluation split of any dataset. Sizes, class counts, eval split
+and source come from the one record per dataset in ``hybrenet_jax.dataset_info.DATASETS``.
 """
 
 from __future__ import annotations
@@ -22,8 +22,9 @@ from hybrenet_jax.data.arrays import ArraySplit
 from hybrenet_jax.data.errors import DatasetError
 from hybrenet_jax.dataset_info import DATASETS
 
-LOADABLE = ("digits", "cifar100", "cifar10", "tinyimagenet")
-EVAL_SPLIT = {"digits": "test", "cifar100": "test", "cifar10": "test", "tinyimagenet": "validation"}
+#: Every dataset with a loader (all of ``DATASETS``: one record per dataset).
+LOADABLE = tuple(DATASETS)
+EVAL_SPLIT = {name: info.eval_split for name, info in DATASETS.items()}
 
 
 def _canonical(name: str) -> str:

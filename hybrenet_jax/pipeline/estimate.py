@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import ml_collections
 
-from hybrenet_jax.data.digits import TRAIN_SIZE as DIGITS_TRAIN_SIZE
+from hybrenet_jax.dataset_info import DATASETS
 from hybrenet_jax.pipeline.errors import PipelineError
 
 #: Training images per dataset (spec §8; digits: the embedded split).
-TRAIN_IMAGES: dict[str, int] = {"cifar100": 50_000, "cifar10": 50_000,
-                                "tinyimagenet": 100_000, "digits": DIGITS_TRAIN_SIZE}
+TRAIN_IMAGES: dict[str, int] = {name: info.train_images for name, info in DATASETS.items()}
 #: Forward + backward of one training image, in forward-pass units.
 TRAIN_FACTOR = 3
 
