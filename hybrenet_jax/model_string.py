@@ -3,7 +3,8 @@
 Grammar: ``NAME[:key=value,...]``, e.g. ``hrn-2x6x3x:m=16,depths=3-4-6-3,cull=S1,thin=S2+S3+S4,reuse=4``.
 
 Names: ``resnet18 resnet34 resnet20 resnet32 resnet56 wrnDxK vgg16 hrn-AxBxCx stagech-SxSxSx``
-plus the ConvNeXt-/RegNet-X-adapted ResNets (``convnext-t``, ``regnetx-400mf``, ...).
+plus the ConvNeXt-adapted ResNets (``convnext-t``, ...) and the native RegNet-X presets
+(``regnetx-400mf``, ...; ``m`` is their stem width).
 
 Keys: ``m`` (base width), ``depths`` (``3-4-6-3``), ``widths`` (``16-32-160-480``, ResNet
 families only), ``cull`` / ``thin`` (stages joined by ``+``), ``reuse`` (ReLU-reuse factor N),
@@ -18,6 +19,7 @@ import dataclasses
 import re
 
 from hybrenet_jax import families
+from hybrenet_jax.architecture import expand
 from hybrenet_jax.dataset_info import dataset_info
 from hybrenet_jax.errors import DescriptionError, ModelStringError
 from hybrenet_jax.netspec import NetSpec, parse_stage_name
@@ -75,6 +77,9 @@ def parse_model_string(text: str) -> ModelString:
     if not isinstance(text, str) or not text.strip():
         raise ModelStringError("empty model string; expected NAME[:key=value,...], e.g. resnet18")
     text = text.strip()
+    if len(text) > MAX_MODEL_STRING:  # before anything echoes it (twice, with a caret line)
+        raise ModelStringError(f"model string of {len(text):,} characters ({text[:40]!r}...); "
+                               f"at most {MAX_MODEL_STRING} are accepted")
     name, _, rest = text.partition(":")
     name = name.lower()
     if not name:
@@ -181,6 +186,38 @@ def _base_spec(ms: ModelString, text: str, m: int | None, depths, widths, kw) ->
                  + ", ".join(NAME_FORMS))
 
 
+#: Size limits, checked on the description before anything is expanded, counted or costed:
+#: far above every network of the paper (widths <= 4,096, <= 36 blocks, 200 classes), low
+#: enough that a typo answers in milliseconds instead of minutes of expansion and costing.
+MAX_MODEL_STRING = 300  # characters (the longest string of every key is ~170)
+MAX_WIDTH = 16_384  # channels of any layer: a 3x3 conv that wide has 2.4 billion weights
+MAX_BLOCKS = 1_024  # blocks over all stages (ResNet-1202 has 600)
+MAX_CLASSES = 100_000  # ImageNet-21k has 21,841
+
+
+def check_size(spec: NetSpec, text: str) -> None:
+    """Refuse a description wider, deeper or with more classes than the limits above.
+
+    Raises:
+      ModelStringError: one line naming the limit that was exceeded and why it exists.
+    """
+    shown = text if len(text) <= 60 else text[:57] + "..."
+    widest = max((spec.stem_width, *spec.widths, getattr(spec, "head_width", 0)))
+    if widest > MAX_WIDTH:
+        raise ModelStringError(
+            f"model string {shown!r} has a layer {widest:,} channels wide; at most "
+            f"{MAX_WIDTH:,} are accepted (a 3x3 conv {MAX_WIDTH:,} channels wide has "
+            f"{9 * MAX_WIDTH ** 2 / 1e9:.1f} billion weights)")
+    if sum(spec.depths) > MAX_BLOCKS:
+        raise ModelStringError(
+            f"model string {shown!r} has {sum(spec.depths):,} blocks; at most {MAX_BLOCKS:,} "
+            f"are accepted over all stages")
+    if spec.classes > MAX_CLASSES:
+        raise ModelStringError(
+            f"model string {shown!r} has {spec.classes:,} classes; at most {MAX_CLASSES:,} "
+            f"are accepted")
+
+
 def spec_from_model_string(text: str, dataset: str = "cifar100") -> NetSpec:
     """Build the :class:`NetSpec` a model string names, for ``dataset``'s input shape.
 
@@ -197,6 +234,7 @@ def spec_from_model_string(text: str, dataset: str = "cifar100") -> NetSpec:
     widths = _list_option(ms, "widths", text)
     kw = dict(input_size=info.input_size, classes=classes or info.classes, name=str(ms))
     spec = _base_spec(ms, text, m, depths, widths, kw)
+    check_size(spec, text)
     # ReLU options go in together: whether a reuse factor divides a width depends on which
     # stages keep their ReLUs.
     relu_options: dict = {"reuse": reuse or 1, **_choice_options(ms, text)}
@@ -210,7 +248,9 @@ def spec_from_model_string(text: str, dataset: str = "cifar100") -> NetSpec:
         except DescriptionError as err:
             start = text.lower().find(f"{key}=")
             raise _error(text, start, start + len(key) + 1 + len(value), str(err)) from None
-    return spec.replace(name=str(ms), **relu_options)
+    spec = spec.replace(name=str(ms), **relu_options)
+    expand(spec)  # structural checks (e.g. a reuse factor must divide every Re2 layer's width)
+    return spec
 
 
 def model_string_with(text: str, **changes: str | None) -> str:

@@ -7,6 +7,11 @@ the cost model and the export) is derived from it, so no two parts of the projec
 network separately.
 
 Stages are numbered from 1 (``S1``) as in the paper; the stem's ReLU belongs to Stage1.
+
+A ``NetSpec`` checks its own fields (types, ranges, choices, stage names). Checks that need the
+layer list (a ReLU-reuse factor must divide the width of every Re2 layer) belong to
+:func:`hybrenet_jax.architecture.expand`, which every consumer calls and model strings call
+at parse time; imports go ``architecture -> netspec`` only.
 """
 
 from __future__ import annotations
@@ -187,11 +192,6 @@ class NetSpec:
                 "reuse: ReLU-reuse is not defined for RegNet-X's X blocks (grouped 3x3 convs); "
                 "use cull= / thin= (or m=) to cut their ReLUs"
             )
-        if self.reuse > 1:
-            # Divisibility depends on which layers keep ReLUs: expanding checks every one.
-            from hybrenet_jax.architecture import expand  # noqa: PLC0415 (import cycle)
-
-            expand(self)
 
     def _validate_regnetx(self) -> None:
         if self.geometry not in GEOMETRIES:

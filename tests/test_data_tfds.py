@@ -5,6 +5,7 @@ from __future__ import annotations
 import pathlib
 import shutil
 import tempfile
+import time
 import zipfile
 
 import numpy as np
@@ -179,3 +180,69 @@ def test_tinyimagenet_wrong_split(release, tmp_path):
     manual, _ = release
     with pytest.raises(DatasetError, match="train, validation"):
         load_tiny("test", tmp_path, manual)
+
+
+# -- no network (issue 16, case 7): fail fast, one line, nothing left behind ---------------
+@pytest.fixture
+def offline(monkeypatch):
+    """Every proxy variable at 127.0.0.1:9 (the discard port: nothing listens, so connections
+    are refused at once, deterministically, with no real network access)."""
+    for name in ("NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
+        monkeypatch.setenv(name, "http://127.0.0.1:9")
+
+
+def test_offline_download_into_an_existing_data_dir_changes_nothing(tmp_path, offline):
+    data_dir = tmp_path / "tfds"
+    (data_dir / "downloads").mkdir(parents=True)
+    (data_dir / "keep.txt").write_text("mine")
+    with pytest.raises(DatasetError) as caught:
+        load_dataset("cifar100", "train", data_dir=str(data_dir))
+    message = str(caught.value)
+    assert "\n" not in message and f"not prepared in data_dir {data_dir}" in message
+    assert f"{data_dir / 'downloads' / 'manual'}" in message and "connection refused" in message
+    assert sorted(p.relative_to(data_dir).as_posix() for p in data_dir.rglob("*")) == [
+        "downloads", "keep.txt"]
+
+
+def test_offline_failure_during_the_download_is_the_same_one_line_error(tmp_path, offline,
+                                                                         monkeypatch):
+    """When the probe passes but the download itself fails (the network went away), tfds's
+    exception becomes the same error and its half-made folders are removed."""
+    from tensorflow_datasets.core.download import downloader
+
+    from hybrenet_jax.data import tfds_loader
+
+    monkeypatch.setattr(tfds_loader, "_probe", lambda url: None)
+    monkeypatch.setattr(downloader, "MAX_RETRIES", 0)  # tfds's own retries: not under test
+    data_dir = tmp_path / "tfds"
+    data_dir.mkdir()
+    (data_dir / "keep.txt").write_text("mine")
+    with pytest.raises(DatasetError, match="cannot be downloaded .*connection refused"):
+        load_dataset("cifar10", "train", data_dir=str(data_dir))
+    assert [p.name for p in data_dir.iterdir()] == ["keep.txt"]  # no downloads/, no cifar10/
+
+
+def test_a_manual_download_is_used_without_probing_the_network(tmp_path, offline,
+                                                               monkeypatch):
+    """tfds takes a file in ``downloads/manual`` instead of fetching it: no probe, no network
+    error (the stand-in file then fails tfds's own checks, which is not a download error)."""
+    from hybrenet_jax.data import tfds_loader
+
+    probed = []
+    monkeypatch.setattr(tfds_loader, "_probe", lambda url: probed.append(url))
+    manual = tmp_path / "downloads" / "manual"
+    manual.mkdir(parents=True)
+    (manual / "cifar-100-binary.tar.gz").write_bytes(b"stand-in")
+    with pytest.raises(Exception) as caught:
+        load_dataset("cifar100", "train", data_dir=str(tmp_path))
+    assert probed == [] and "cannot be downloaded" not in str(caught.value)
+
+
+def test_the_probe_fails_fast_on_a_refused_connection(offline):
+    from hybrenet_jax.data import tfds_loader
+
+    start = time.monotonic()
+    assert tfds_loader._probe("https://example.invalid/x.tar.gz") == "connection refused"
+    assert time.monotonic() - start < 5

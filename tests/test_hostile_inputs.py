@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import pathlib
 import re
 import signal
 import subprocess
@@ -18,6 +19,7 @@ import time
 import pytest
 
 from conftest import ROOT, run_launch, tiny_config
+from hybrenet_jax.errors import HybrenetError
 from hybrenet_jax.train.config_rules import RULES, ConfigError, Float, Int, validate_config
 
 TINY = ["--config.model=hrn-2x2x2x:m=4", "--config.batch_size=32"]
@@ -41,19 +43,20 @@ def _snapshot(directory):
 
 # -- every field is checked first ----------------------------------------------------------
 @pytest.mark.parametrize("flag,fragment", [
-    ("--config.mesh_model_axis=0", "mesh_model_axis=0: must be >= 1"),
+    ("--config.mesh_model_axis=0", "mesh_model_axis=0: must be in [1, 65536]"),
     ("--config.mesh_model_axis=7", "mesh_model_axis=7 must divide the"),
     ("--config.optimizer=adamw", "optimizer='adamw': accepted: sgd, adam"),
     ("--config.lr_schedule=linear", "lr_schedule='linear': accepted: cosine, constant"),
-    ("--config.checkpoint_keep=-1", "checkpoint_keep=-1: must be >= 1"),
-    ("--config.checkpoint_keep=0", "checkpoint_keep=0: must be >= 1"),
-    ("--config.prefetch=-1", "prefetch=-1: must be >= 1"),
+    ("--config.checkpoint_keep=-1", "checkpoint_keep=-1: must be in [1, 1000]"),
+    ("--config.checkpoint_keep=0", "checkpoint_keep=0: must be in [1, 1000]"),
+    ("--config.prefetch=-1", "prefetch=-1: must be in [1, 64]"),
     ("--config.label_smoothing=5", "label_smoothing=5.0: must be in [0.0, 1.0]"),
     ("--config.warmup_epochs=-1", "warmup_epochs=-1.0: must be >= 0.0"),
     ("--config.learning_rate=nan", "learning_rate=nan: must be a finite number"),
     ("--config.learning_rate=inf", "learning_rate=inf: must be a finite number"),
     ("--config.distill.temperature=0", "distill.temperature=0.0: must be > 0.0"),
-    ("--config.data_workers=-2", "data_workers=-2: must be >= 0 (0: automatic)"),
+    ("--config.data_workers=-2", "data_workers=-2: must be in [0, 256] (0: automatic)"),
+    ("--config.checkpoint_keep_best=100000", "checkpoint_keep_best=100000: must be in [0, 1000]"),
     ("--config.dataset=mnist", "dataset='mnist': accepted: digits, cifar100"),
     ("--config.seed=-1", "seed=-1: must be in [0, 4294967295]"),
     ("--config.distill.teacher_checkpoint=first", "accepted: best, latest"),
@@ -270,3 +273,205 @@ def test_a_best_checkpoint_without_its_periodic_twin_resumes_and_matches(tmp_pat
     resumed = train_and_evaluate(tiny_config(**config), killed)
     assert resumed["steps"] == 2 and resumed["params_digest"] == full["params_digest"]
     assert (killed / "checkpoints" / "2").is_dir()
+
+
+# -- count fields have upper bounds (issue 16, "similar count fields") ---------------------
+@pytest.mark.parametrize("name,value,fragment", [
+    ("checkpoint_keep_best", 10**6, "checkpoint_keep_best=1000000: must be in [0, 1000]"),
+    ("checkpoint_keep", 5000, "checkpoint_keep=5000: must be in [1, 1000]"),
+    ("prefetch", 1000, "prefetch=1000: must be in [1, 64]"),
+    ("data_workers", 10**4, "data_workers=10000: must be in [0, 256]"),
+    ("total_steps", 2**31, "total_steps=2147483648: must be in [0, 2147483647]"),
+    ("crop_padding", 100, "crop_padding=100: must be in [0, 64]"),
+    ("batch_size", 2**21, "batch_size=2097152: must be in [1, 1048576]"),
+])
+def test_count_fields_have_upper_bounds(name, value, fragment):
+    with pytest.raises(ConfigError) as caught:
+        validate_config(tiny_config(**{name: value}))
+    assert fragment in str(caught.value) and "\n" not in str(caught.value)
+    validate_config(tiny_config(**{name: RULES[name].high}))  # the bound itself is accepted
+
+
+# -- a tfds dataset without network (issue 16, case 7) -------------------------------------
+def _offline_env(home):
+    """A HOME of its own, every proxy variable pointing at 127.0.0.1:9 (nothing listens on the
+    discard port: connections are refused at once), the matplotlib cache of this process (so
+    a fresh HOME does not log a font-cache rebuild)."""
+    import matplotlib
+
+    env = {k: v for k, v in os.environ.items()
+           if k.lower() not in ("no_proxy", "http_proxy", "https_proxy", "all_proxy")
+           and k != "TFDS_DATA_DIR"}
+    dead = "http://127.0.0.1:9"
+    env.update(HOME=str(home), HTTP_PROXY=dead, HTTPS_PROXY=dead, http_proxy=dead,
+               https_proxy=dead, MPLCONFIGDIR=matplotlib.get_cachedir(),
+               PYTHONPATH=str(ROOT))
+    return env
+
+
+@pytest.mark.parametrize("data_dir", ["default", "missing"])
+def test_a_tfds_dataset_without_network_fails_fast_and_leaves_no_folder(tmp_path, data_dir):
+    """Through ``launch.train`` (an existing data_dir, a download failing half-way and a
+    manual download: ``test_data_tfds.py::test_offline_*``)."""
+    pytest.importorskip("tensorflow_datasets")
+    home = tmp_path / "home"
+    home.mkdir()
+    flags = []
+    target = home / "tensorflow_datasets"
+    if data_dir != "default":
+        target = tmp_path / "tfds"
+        flags.append(f"--config.data_dir={target}")
+    if data_dir == "existing":
+        target.mkdir()
+        (target / "keep.txt").write_text("mine")
+    cmd = [sys.executable, "-m", "launch.train", "--config",
+           f"{ROOT / 'configs/cifar100_hrn.py'}:hrn-2x2x2x:m=4", f"--workdir={tmp_path / 'run'}",
+           "--config.progress=false", "--config.tensorboard=false", *flags]
+    start = time.monotonic()
+    proc = subprocess.run(cmd, env=_offline_env(home), cwd=ROOT, capture_output=True, text=True,
+                          timeout=300)
+    elapsed = time.monotonic() - start
+    _one_line_error(proc, "dataset 'cifar100' is not prepared in data_dir")
+    line = proc.stderr.strip()
+    assert f"data_dir {target}" in line and "downloads/manual" in line
+    assert "cifar-100-binary.tar.gz" in line and "connection refused" in line
+    assert elapsed < 90  # tfds alone retried for 215 s
+    if data_dir == "existing":
+        assert sorted(p.name for p in target.iterdir()) == ["keep.txt"]
+    else:
+        assert not target.exists()
+
+
+# -- bounded CLI work and capped echoes (issue 16, case 8) ---------------------------------
+def _cli(capsys, *argv):
+    from hybrenet_jax.cli import main
+
+    start = time.perf_counter()
+    try:
+        code = main(list(argv))
+    except SystemExit as exit_:  # argparse usage errors
+        code = exit_.code
+    elapsed = time.perf_counter() - start
+    out, err = capsys.readouterr()
+    return code, out, err, elapsed
+
+
+@pytest.mark.parametrize("model,fragment", [
+    ("hrn-2x2x2x:m=100000", "has a layer 800,000 channels wide; at most 16,384 are accepted"),
+    ("hrn-2x2x2x:m=4096", "has a layer 32,768 channels wide; at most 16,384 are accepted"),
+    ("hrn-99999999999999999999x2x2x", "channels wide; at most 16,384"),
+    ("wrn1000000000000x4", "has 499,999,999,998 blocks; at most 1,024"),
+    ("resnet18:depths=2000-2-2-2", "has 2,006 blocks; at most 1,024"),
+    ("resnet18:classes=1000000", "has 1,000,000 classes; at most 100,000"),
+])
+@pytest.mark.parametrize("verb", ["cost", "count", "summary", "plan"])
+def test_oversized_networks_are_refused_in_milliseconds(capsys, verb, model, fragment):
+    from hybrenet_jax.model_string import spec_from_model_string
+
+    code, out, err, elapsed = _cli(capsys, verb, model)
+    assert code == 2 and out == ""
+    assert err.count("\n") == 1 and fragment in err, err
+    assert elapsed < 5  # m=4096 took 20 s, m=100000 more than 300 s
+    start = time.perf_counter()
+    with pytest.raises(HybrenetError, match="at most"):
+        spec_from_model_string(model)
+    assert time.perf_counter() - start < 0.05  # checked on the description, before expanding
+
+
+def test_the_widest_accepted_network_is_checked_for_packing_before_costing(capsys,
+                                                                           monkeypatch):
+    import hybrenet_jax.cli.cost as cost_cli
+
+    def no_costing(*args, **kwargs):
+        raise AssertionError("costed before the FC packing was checked")
+
+    monkeypatch.setattr(cost_cli, "estimate", no_costing)
+    code, out, err, elapsed = _cli(capsys, "cost", "hrn-2x2x2x:m=2048")  # 16,384 wide: accepted
+    assert code == 2 and err.count("\n") == 1
+    assert "FC layer with 16384 inputs needs 16384 slots" in err and elapsed < 5
+
+
+def test_a_huge_model_string_gets_a_short_message(capsys):
+    huge = "hrn-2x2x2x:m=" + "9" * 100_000
+    for verb in ("count", "cost", "summary"):
+        code, out, err, _ = _cli(capsys, verb, huge)
+        assert code == 2 and err.count("\n") == 1, err[:300]
+        assert len(err) < 300 and "100,013 characters" in err and "at most 300" in err
+    code, out, err, _ = _cli(capsys, "count", "resnet18", "--dataset", "x" * 100_000)
+    assert code == 2 and len(err) < 1500 and "choose from" in err  # argparse's echo, capped
+
+
+# -- every --out / input path error is one line (issue 16, case 8) -------------------------
+def _one_cli_line(code, out, err, *fragments):
+    assert code == 2 and out == "", err
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    for fragment in fragments:
+        assert fragment in err, err
+
+
+@pytest.mark.parametrize("where,fragments", [
+    ("missing/d.png", ["folder", "missing does not exist"]),
+    ("d.txt", ["unknown image format '.txt'", "accepted: ", ".png", ".pdf", ".svg"]),
+    ("d", ["no image suffix", ".png"]),
+    ("folder.png", ["is a folder"]),
+    ("file.txt/d.png", ["file.txt is not a folder"]),
+    ("/proc/hybrenet-test.png", ["cannot write /proc/hybrenet-test.png", "does not accept"]),
+])
+def test_plot_distribution_out_errors_are_one_line(tmp_path, capsys, where, fragments):
+    (tmp_path / "folder.png").mkdir()
+    (tmp_path / "file.txt").write_text("x")
+    out_path = where if where.startswith("/") else str(tmp_path / where)
+    _one_cli_line(*_cli(capsys, "plot-distribution", "resnet18", "--out", out_path)[:3],
+                  *fragments)
+    assert not pathlib.Path(out_path).is_file()
+
+
+def _binary(path):
+    path.write_bytes(bytes(range(256)) * 8)
+    return path
+
+
+@pytest.mark.parametrize("case", ["binary results", "NUL in results", "binary published",
+                                  "results folder", "out is a file", "out under a file",
+                                  "out in /proc"])
+def test_pareto_path_errors_are_one_line(tmp_path, capsys, case):
+    good = tmp_path / "results.jsonl"
+    good.write_text(json.dumps({"model": "resnet18", "dataset": "cifar100", "relus": 557056,
+                                "flops": 556640000, "accuracy": 0.79}) + "\n")
+    out = tmp_path / "report"
+    args, fragments = {
+        "binary results": ([str(_binary(tmp_path / "r.jsonl"))],
+                           ["results file", "is not text (binary data at byte 0)",
+                            "expected JSON lines"]),
+        "NUL in results": ([str(tmp_path / "nul.jsonl")], ["is not text (binary data at byte 2)"]),
+        "binary published": ([str(good), "--published", str(_binary(tmp_path / "p.csv"))],
+                             ["published points", "is not text", "expected a CSV file",
+                              "--no-published"]),
+        "results folder": ([str(tmp_path)], ["cannot read results file", "not a file"]),
+        "out is a file": ([str(good), "--no-published"], ["is a file, not a folder"]),
+        "out under a file": ([str(good), "--no-published"], ["Not a directory"]),
+        "out in /proc": ([str(good), "--no-published"], ["/proc does not accept new files"]),
+    }[case]
+    (tmp_path / "nul.jsonl").write_bytes(b"{}\x00\n")
+    if case == "out is a file":
+        out.write_text("keep")
+    elif case == "out under a file":
+        (tmp_path / "f").write_text("keep")
+        out = tmp_path / "f" / "report"
+    elif case == "out in /proc":
+        out = pathlib.Path("/proc/hybrenet-test-report")
+    _one_cli_line(*_cli(capsys, "pareto", *args, "--out", str(out))[:3], *fragments)
+    if case == "out is a file":
+        assert out.read_text() == "keep"
+    elif case not in ("out under a file", "out in /proc"):
+        assert not out.exists()  # refused before the folder was made
+
+
+def test_a_refused_report_leaves_no_empty_folder(tmp_path, capsys):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text("not json\n")
+    out = tmp_path / "new" / "report"
+    code, _, err, _ = _cli(capsys, "pareto", str(bad), "--no-published", "--out", str(out))
+    assert code == 2 and err.splitlines()[-1].startswith("hybrenet pareto: error: no usable")
+    assert "bad.jsonl:1: not valid JSON" in err.splitlines()[0]  # the warning per bad line
+    assert not out.exists()

@@ -162,3 +162,76 @@ def test_a_manifestless_checkpoint_failing_the_state_digest_is_not_resumed(tmp_p
         again = train_and_evaluate(tiny_config(**config), tmp_path)
     assert "state digest mismatch" in caplog.text and "resumed from step 2" in caplog.text
     assert again["params_digest"] == first["params_digest"]
+
+
+# -- kill -9 between the best and the periodic save of a step (issue 16, case 1) ----------
+WINDOW_FLAGS = ["--config.model=hrn-2x2x2x:m=4", "--config.batch_size=32",
+                "--config.total_steps=24", "--config.checkpoint_every_steps=3",
+                "--config.eval_every_steps=3", "--config.checkpoint_keep_best=8",
+                "--config.async_checkpointing=true"]
+
+
+def _finished(folder):
+    """Steps whose checkpoint folder was committed (renamed from Orbax's ``N.orbax-…-tmp``)."""
+    try:
+        return {int(p.name) for p in folder.iterdir() if p.name.isdigit()}
+    except FileNotFoundError:
+        return set()
+
+
+def _in_window(workdir):
+    """The step N when ``best/N`` is committed and ``checkpoints/N`` is not (absent or still a
+    temporary folder): the window between the two saves of one step; else ``None``."""
+    best = _finished(workdir / "best")
+    newest = max(best, default=0)
+    return newest if newest > max(_finished(workdir / "checkpoints"), default=0) else None
+
+
+@pytest.mark.slow
+def test_sigkill_between_the_best_and_the_periodic_save_resumes_bit_identically(tmp_path):
+    """kill -9 inside the window where ``best/N`` exists and ``checkpoints/N`` is incomplete
+    (the run is polled every 2 ms), resume, kill -9 the resumed run at a random moment,
+    resume again: the end is bit-identical to an uninterrupted run. Used to retrain from step
+    0 and then exit 2 with ``StepAlreadyExistsError`` on every rerun."""
+    reference = run_launch(tmp_path / "reference", *WINDOW_FLAGS)
+    assert reference.returncode == 0, reference.stderr[-2000:]
+    expected = json.loads((tmp_path / "reference" / "summary.json").read_text())
+    rng = random.Random(16)
+    workdir, hit = None, None
+    for attempt in range(3):  # a machine can outpace the poll; three runs practically never do
+        workdir = tmp_path / f"window{attempt}"
+        target = rng.choice([3, 6, 9, 12, 15])
+        proc = run_launch(workdir, *WINDOW_FLAGS, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.DEVNULL)
+        while proc.poll() is None:
+            step = _in_window(workdir)
+            if step is not None and step >= target:
+                proc.send_signal(signal.SIGKILL)
+                break
+            time.sleep(0.002)
+        proc.wait()
+        hit = _in_window(workdir)  # what the kill left on disk (None: the race was lost)
+        if hit is not None and not (workdir / "summary.json").exists():
+            break
+    assert hit is not None, "no kill landed between a best and its periodic save in 3 runs"
+    assert (workdir / "best" / str(hit)).is_dir()
+    assert not (workdir / "checkpoints" / str(hit)).is_dir()
+
+    # the resumed run is itself killed at a random moment after it got going
+    proc = run_launch(workdir, *WINDOW_FLAGS, stdout=subprocess.DEVNULL,
+                      stderr=subprocess.DEVNULL)
+    start_steps = _finished(workdir / "checkpoints")
+    wanted = rng.randint(1, 3)  # committed periodic checkpoints of this run before the kill
+    while proc.poll() is None and len(_finished(workdir / "checkpoints") - start_steps) < wanted:
+        time.sleep(0.01)
+    time.sleep(rng.uniform(0.0, 0.3))
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGKILL)
+    proc.wait()
+
+    resumed = run_launch(workdir, *WINDOW_FLAGS)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "StepAlreadyExists" not in resumed.stderr and "Traceback" not in resumed.stderr
+    summary = json.loads((workdir / "summary.json").read_text())
+    assert summary["steps"] == 24
+    assert summary["params_digest"] == expected["params_digest"]

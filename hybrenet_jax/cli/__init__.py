@@ -48,9 +48,32 @@ model strings: NAME[:key=value,...]
 """
 
 
+#: The longest error message printed; longer ones (echoes of huge bad input) are cut.
+MAX_MESSAGE = 2000
+
+
+def capped(message: str, limit: int = MAX_MESSAGE) -> str:
+    """``message`` cut in the middle to about ``limit`` characters, so that its start (what
+    was wrong) and its end (what is accepted) stay, saying how much was left out."""
+    if len(message) <= limit:
+        return message
+    half = limit // 2
+    return (f"{message[:half]}[... {len(message) - 2 * half:,} characters ...]"
+            f"{message[-half:]}")
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose usage errors echo at most :data:`MAX_MESSAGE` characters
+    of what was given (``--dataset`` with 100,000 characters, a huge unknown option)."""
+
+    def error(self, message: str):  # noqa: D401 - argparse's signature
+        self.print_usage(sys.stderr)
+        self.exit(2, f"{self.prog}: error: {capped(message, 300)}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The top-level parser with every verb registered."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="hybrenet",
         description="Design, count and plan HybReNets for private inference (DeepReShape).",
         epilog=EPILOG,
@@ -70,7 +93,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except HybrenetError as err:
-        print(f"hybrenet {args.verb}: error: {err}", file=sys.stderr)
+        print(f"hybrenet {args.verb}: error: {capped(str(err))}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # e.g. `hybrenet count ... | head`
         return 0

@@ -74,7 +74,27 @@ def _layer_rows(cost: NetworkCost) -> list[tuple]:
     return rows
 
 
+def check_packable(model: str, dataset: str) -> None:
+    """Refuse, in milliseconds, a network whose FC layers Delphi cannot pack.
+
+    :func:`~hybrenet_jax.cost.estimate` finds such a layer only after costing every conv
+    before it (seconds for the widest accepted networks); the FC layers are checked first.
+
+    Raises:
+      HybrenetError: the model string is invalid or an FC layer has more inputs than slots.
+    """
+    from hybrenet_jax.architecture import expand
+    from hybrenet_jax.cost.packing import fc_ops
+    from hybrenet_jax.model_string import spec_from_model_string
+
+    for layer in expand(spec_from_model_string(model, dataset)).layers():
+        if hasattr(layer, "in_features") and hasattr(layer, "out_features"):
+            fc_ops(layer.in_features, layer.out_features)
+
+
 def run(args: argparse.Namespace) -> int:
+    for model in args.models:
+        check_packable(model, args.dataset)
     costs = [estimate(m, args.dataset, args.threads, args.client_device, args.dense_grouped)
              for m in args.models]  # validate all first
     if args.json:

@@ -9,7 +9,7 @@ from hybrenet_jax.counts import count
 from hybrenet_jax.report.points import ReportError
 from hybrenet_jax.model_string import spec_from_model_string
 from hybrenet_jax.netspec import parse_stage_name
-from hybrenet_jax.report.plots import DPI, new_figure
+from hybrenet_jax.report.plots import DPI, check_image_path, new_figure, save_figure
 
 #: Figure height (inches) and width per network (inches, plus a margin) of each of 2 panels.
 HEIGHT_IN = 4.8
@@ -53,6 +53,7 @@ def plot_distribution(models: Sequence[str], path: str | pathlib.Path,
     """
     if not models:
         raise ReportError("plot-distribution needs at least one model string")
+    path = check_image_path(path)  # before the counts and the drawing
     shares = stage_shares(models, dataset)
     num_stages = max(len(r) for r, _ in shares)
     ranks: dict[int, int] = {}
@@ -87,6 +88,4 @@ def plot_distribution(models: Sequence[str], path: str | pathlib.Path,
     if ranks:
         fig.suptitle("criticality order: " + " > ".join(
             f"S{s}" for s, _ in sorted(ranks.items(), key=lambda kv: kv[1])))
-    path = pathlib.Path(path)
-    fig.savefig(path, dpi=DPI)
-    return path
+    return save_figure(fig, path)

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import errno
 import pathlib
 from typing import Mapping, Sequence
 
 from hybrenet_jax.report.frontier import Metric, costed, pareto_front
-from hybrenet_jax.report.points import OURS, Point
+from hybrenet_jax.report.points import OURS, Point, ReportError
 
 #: One panel per dataset, this many inches each, saved at DPI (so the PNG size is exact).
 PANEL_INCHES = (6.4, 4.8)
@@ -22,6 +23,71 @@ _SPARE_COLORS = ("tab:brown", "tab:pink", "tab:olive", "tab:cyan", "tab:gray")
 def figure_pixels(panels: int) -> tuple[int, int]:
     """PNG width and height in pixels of a figure with ``panels`` side-by-side panels."""
     return round(PANEL_INCHES[0] * panels * DPI), round(PANEL_INCHES[1] * DPI)
+
+
+def image_formats() -> tuple[str, ...]:
+    """File suffixes (without the dot) the Agg canvas can write, e.g. ``png``, ``pdf``, ``svg``."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    return tuple(sorted(FigureCanvasAgg.get_supported_filetypes()))
+
+
+def check_image_path(path: str | pathlib.Path) -> pathlib.Path:
+    """Check, before anything is drawn, that an image can be written at ``path``.
+
+    Raises:
+      ReportError: one line: the suffix is not an image format (naming the accepted ones),
+        ``path`` is a folder, or its folder is missing or not a folder.
+    """
+    path = pathlib.Path(path)
+    shown = shown_path(path)
+    suffix = path.suffix.lower().lstrip(".")
+    formats = image_formats()
+    if suffix not in formats:
+        what = f"unknown image format {shown_path('.' + suffix)!r}" if suffix else (
+            "no image suffix")
+        raise ReportError(f"output file {shown}: {what}; accepted: "
+                          + ", ".join(f".{f}" for f in formats))
+    try:
+        if path.is_dir():
+            raise ReportError(f"output file {shown} is a folder; give a file name such as "
+                              f"{shown_path(path / 'plot.png')}")
+        parent = path.parent
+        if not parent.exists():
+            raise ReportError(f"output file {shown}: folder {shown_path(parent)} does not "
+                              "exist; create it first")
+        if not parent.is_dir():
+            raise ReportError(f"output file {shown}: {shown_path(parent)} is not a folder")
+    except OSError as err:  # e.g. a name too long for the file system
+        raise ReportError(f"output file {shown}: {err.strerror or err}") from None
+    return path
+
+
+def shown_path(path: str | pathlib.Path, limit: int = 160) -> str:
+    """``path`` as text, shortened in the middle to ``limit`` characters for messages."""
+    text = str(path)
+    if len(text) <= limit:
+        return text
+    half = (limit - 5) // 2
+    return f"{text[:half]}[...]{text[-half:]}"
+
+
+def save_figure(fig, path: str | pathlib.Path) -> pathlib.Path:
+    """``fig.savefig(path)`` at :data:`DPI`; a write that fails is one :class:`ReportError`."""
+    path = pathlib.Path(path)
+    try:
+        fig.savefig(path, dpi=DPI)
+    except OSError as err:
+        raise ReportError(f"cannot write {shown_path(path)}: {os_reason(err, path)}") from None
+    return path
+
+
+def os_reason(err: OSError, path: pathlib.Path) -> str:
+    """``err``'s reason, saying "does not accept new files" where the folder exists but a
+    file cannot be created in it (``/proc``, which answers "No such file or directory")."""
+    if err.errno == errno.ENOENT and path.parent.is_dir() and not path.exists():
+        return f"{path.parent} does not accept new files"
+    return err.strerror or str(err)
 
 
 def new_figure(width_in: float, height_in: float):
@@ -84,6 +150,4 @@ def plot_metric(points: Sequence[Point], metric: Metric, path: str | pathlib.Pat
         ax.set_ylabel("top-1 accuracy (%)")
         ax.set_title(dataset)
         ax.grid(True, which="both", alpha=0.3)
-    path = pathlib.Path(path)
-    fig.savefig(path, dpi=DPI)
-    return path
+    return save_figure(fig, path)

@@ -108,6 +108,15 @@ def _range(value: float, low: float | None, high: float | None, note: str) -> st
     return text + (f" ({note})" if note else "")
 
 
+#: Upper bounds of the count fields. None is a hardware limit: each is far above any sensible
+#: value and low enough that a typo (an extra digit or three) is caught here in milliseconds,
+#: not after compiling, by an int32 overflow in a step counter or by a full disk.
+MAX_STEPS = 2**31 - 1  # steps are int32 in the optimizer state and the LR schedule
+MAX_EPOCHS = 1_000_000
+MAX_BATCH = 2**20
+MAX_DEVICES = 65_536
+MAX_KEPT = 1_000  # checkpoints kept (periodic or best): each is a full copy of the state
+
 #: Dotted field name -> rule; the accepted names come from the code that uses them.
 RULES: dict[str, Rule] = {
     "seed": Int(0, 2**32 - 1),
@@ -115,9 +124,10 @@ RULES: dict[str, Rule] = {
     "dataset": Choice(LOADABLE, fold=True),
     "data_dir": Text(),
     "manual_dir": Text(),
-    "batch_size": Int(1),
-    "num_epochs": Int(0),
-    "total_steps": Int(0, note="0: num_epochs decides"),
+    "batch_size": Int(1, MAX_BATCH),
+    "batch_rule": Choice(("global", "per_device")),
+    "num_epochs": Int(0, MAX_EPOCHS),
+    "total_steps": Int(0, MAX_STEPS, note="0: num_epochs decides"),
     "optimizer": Choice(OPTIMIZERS),
     "learning_rate": Float(0.0, low_open=True),
     "lr_schedule": Choice(SCHEDULES),
@@ -126,18 +136,20 @@ RULES: dict[str, Rule] = {
     "nesterov": Bool(),
     "weight_decay": Float(0.0),
     "label_smoothing": Float(0.0, 1.0),
-    "crop_padding": Int(0),
+    "crop_padding": Int(0, 64, note="pixels on each side; images are at most 64 wide"),
     "flip": Bool(),
     "augment": Bool(),
     "dtype": Choice(("float32", "bfloat16")),
-    "mesh_model_axis": Int(1),
-    "prefetch": Int(1),
-    "data_workers": Int(0, note="0: automatic"),
-    "log_every_steps": Int(1),
-    "eval_every_steps": Int(0, note="0: once per epoch"),
-    "checkpoint_every_steps": Int(0, note="0: once per epoch"),
-    "checkpoint_keep": Int(1, note="the newest checkpoint is what a rerun resumes from"),
-    "checkpoint_keep_best": Int(0, note="0: no best checkpoints"),
+    "mesh_model_axis": Int(1, MAX_DEVICES, note="devices along the model axis"),
+    "prefetch": Int(1, 64, note="batches held on the devices ahead of the step"),
+    "data_workers": Int(0, 256, note="0: automatic"),
+    "log_every_steps": Int(1, MAX_STEPS),
+    "eval_every_steps": Int(0, MAX_STEPS, note="0: once per epoch"),
+    "checkpoint_every_steps": Int(0, MAX_STEPS, note="0: once per epoch"),
+    "checkpoint_keep": Int(1, MAX_KEPT, note="the newest checkpoint is what a rerun resumes "
+                                             "from; each is a full copy of the state on disk"),
+    "checkpoint_keep_best": Int(0, MAX_KEPT, note="0: no best checkpoints; each is a full "
+                                                  "copy of the state on disk"),
     "async_checkpointing": Bool(),
     "tensorboard": Bool(),
     "progress": Bool(),
@@ -154,7 +166,7 @@ RULES: dict[str, Rule] = {
 
 
 #: Fields that may be missing from a config (added after configs were written).
-OPTIONAL = frozenset({"data_workers"})
+OPTIONAL = frozenset({"data_workers", "batch_rule"})
 
 
 def _lookup(config: Mapping, dotted: str) -> tuple[bool, Any]:
