@@ -1,13 +1,19 @@
-"""Constructors for every network family of the paper (spec §2).
+"""Constructors for every network family of the paper (spec §2), and the registry of names.
 
-Each returns a validated :class:`NetSpec`. ReLU options (``culled``, ``thinned``, ``reuse``),
-``classes`` and ``input_size`` pass through as keyword arguments.
+Each constructor returns a validated :class:`NetSpec`. ReLU options (``culled``, ``thinned``,
+``reuse``), ``classes`` and ``input_size`` pass through as keyword arguments.
+
+:data:`NAMES` registers how each network is named in a model string (one :class:`NameForm`
+per name form): the model-string parser, its errors, ``hybrenet --help`` and the README's table
+(checked by a test) are all derived from it. A new family is one constructor plus one entry.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from typing import Sequence
+import re
+from typing import Callable, Sequence
 
 from hybrenet_jax.errors import DescriptionError
 from hybrenet_jax.netspec import NetSpec
@@ -186,3 +192,76 @@ def imagenet_geometry(spec: NetSpec, input_size: int = 224, classes: int = 1000)
                                f"ImageNet geometry, not family {spec.family!r}")
     return spec.replace(geometry="imagenet", input_size=input_size, classes=classes,
                         name=spec.name)
+
+
+# -- the registry of names -------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class NameForm:
+    """One way of naming networks in a model string.
+
+    Attributes:
+      form: the name as users see it (``hrn-AxBxCx``, ``convnext-t/n/p/f/a``).
+      pattern: full-match regex of the lower-cased name.
+      build: ``(match, keyword arguments) -> NetSpec`` (``m``, ``depths``, ReLU options, ...).
+      check: a problem with the name itself (``None`` when fine), reported pointing at it.
+    """
+
+    form: str
+    pattern: str
+    build: Callable[[re.Match, dict], NetSpec]
+    check: Callable[[re.Match], str | None] = lambda match: None
+
+    def match(self, name: str) -> re.Match | None:
+        """The regex match of ``name`` (lower-case), or ``None``."""
+        return re.fullmatch(self.pattern, name)
+
+
+def _multipliers(group: str) -> tuple[int, ...]:
+    return tuple(int(v) for v in group.rstrip("x").split("x"))
+
+
+def _stagech(match: re.Match, kw: dict) -> NetSpec:
+    multipliers = _multipliers(match.group(1))
+    kw.setdefault("depths", (2,) * (len(multipliers) + 1))
+    return stagech(multipliers[0], **kw)
+
+
+def _stagech_check(match: re.Match) -> str | None:
+    if len(set(_multipliers(match.group(1)))) != 1:
+        return "stagech-SxSxSx needs equal multipliers (use hrn-AxBxCx for different ones)"
+    return None
+
+
+def _choices(names: Sequence[str]) -> tuple[str, str]:
+    """``(form, pattern)`` for a set of fixed names sharing a prefix: ``convnext-t/n/p``."""
+    prefix = names[0].rsplit("-", 1)[0]
+    form = prefix + "-" + "/".join(n.rsplit("-", 1)[1] for n in names)
+    return form, "|".join(re.escape(n) for n in names)
+
+
+_CONVNEXT = [n for n in ADAPTED if n not in REGNETX]
+
+#: Every name form a model string accepts, in the order help and errors list them.
+NAMES: tuple[NameForm, ...] = (
+    NameForm("resnet18", "resnet18", lambda match, kw: resnet18(**kw)),
+    NameForm("resnet34", "resnet34", lambda match, kw: resnet34(**kw)),
+    NameForm("resnet20", "resnet20", lambda match, kw: cifar_resnet(20, **kw)),
+    NameForm("resnet32", "resnet32", lambda match, kw: cifar_resnet(32, **kw)),
+    NameForm("resnet56", "resnet56", lambda match, kw: cifar_resnet(56, **kw)),
+    NameForm("wrnDxK", r"wrn-?(\d+)[x-](\d+)",
+             lambda match, kw: wide_resnet(int(match.group(1)), int(match.group(2)), **kw)),
+    NameForm("vgg16", "vgg16", lambda match, kw: vgg16(**kw)),
+    NameForm("hrn-AxBxCx", r"hrn-((?:\d+x)+)",
+             lambda match, kw: hrn(_multipliers(match.group(1)), **kw)),
+    NameForm("stagech-SxSxSx", r"stagech-((?:\d+x)+)", _stagech, _stagech_check),
+    NameForm(*_choices(_CONVNEXT), lambda match, kw: adapted(match.group(0), **kw)),
+    NameForm(*_choices(list(REGNETX)), lambda match, kw: regnetx_preset(match.group(0), **kw)),
+)
+
+
+def find_name(name: str) -> tuple[NameForm, re.Match] | None:
+    """The registered form ``name`` (lower-case) matches, with its match; ``None`` if none."""
+    for form in NAMES:
+        if (match := form.match(name)) is not None:
+            return form, match
+    return None

@@ -32,12 +32,8 @@ REUSE_CHOICES: dict[str, dict[str, object]] = {
     "reuse_link": {"on": True, "off": False},
     "reuse_layers": {"kept": "kept", "alternate": "alternate"},
 }
-NAME_FORMS = ("resnet18", "resnet34", "resnet20", "resnet32", "resnet56", "wrnDxK", "vgg16",
-              "hrn-AxBxCx", "stagech-SxSxSx", *families.ADAPTED)
-
-_HRN = re.compile(r"^hrn-((?:\d+x)+)$")
-_STAGECH = re.compile(r"^stagech-((?:\d+x)+)$")
-_WRN = re.compile(r"^wrn-?(\d+)[x-](\d+)$")
+#: The accepted name forms, from the one registry (:data:`hybrenet_jax.families.NAMES`).
+NAME_FORMS: tuple[str, ...] = tuple(form.form for form in families.NAMES)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -142,10 +138,6 @@ def _choice_options(ms: ModelString, text: str) -> dict[str, object]:
     return out
 
 
-def _multipliers(group: str) -> tuple[int, ...]:
-    return tuple(int(v) for v in group.rstrip("x").split("x"))
-
-
 def _base_spec(ms: ModelString, text: str, m: int | None, depths, widths, kw) -> NetSpec:
     name = ms.name
     kw = dict(kw)
@@ -161,29 +153,14 @@ def _base_spec(ms: ModelString, text: str, m: int | None, depths, widths, kw) ->
         kw["m"] = m
     if depths is not None:
         kw["depths"] = depths
-    if name == "resnet18":
-        return families.resnet18(**kw)
-    if name == "resnet34":
-        return families.resnet34(**kw)
-    if name in ("resnet20", "resnet32", "resnet56"):
-        return families.cifar_resnet(int(name[6:]), **kw)
-    if name == "vgg16":
-        return families.vgg16(**kw)
-    if name in families.ADAPTED:
-        return families.adapted(name, **kw)
-    if match := _WRN.match(name):
-        return families.wide_resnet(int(match.group(1)), int(match.group(2)), **kw)
-    if match := _HRN.match(name):
-        return families.hrn(_multipliers(match.group(1)), **kw)
-    if match := _STAGECH.match(name):
-        multipliers = _multipliers(match.group(1))
-        if len(set(multipliers)) != 1:
-            raise _error(text, 0, len(name), "stagech-SxSxSx needs equal multipliers "
-                         "(use hrn-AxBxCx for different ones)")
-        kw.setdefault("depths", (2,) * (len(multipliers) + 1))
-        return families.stagech(multipliers[0], **kw)
-    raise _error(text, 0, len(name), f"unknown network name {name!r}; accepted: "
-                 + ", ".join(NAME_FORMS))
+    found = families.find_name(name)
+    if found is None:
+        raise _error(text, 0, len(name), f"unknown network name {name!r}; accepted: "
+                     + ", ".join(NAME_FORMS))
+    form, match = found
+    if (problem := form.check(match)) is not None:
+        raise _error(text, 0, len(name), problem)
+    return form.build(match, kw)
 
 
 #: Size limits, checked on the description before anything is expanded, counted or costed:

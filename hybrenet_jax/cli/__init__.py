@@ -10,9 +10,11 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import textwrap
 from typing import Sequence
 
 from hybrenet_jax.errors import HybrenetError
+from hybrenet_jax.model_string import NAME_FORMS
 from hybrenet_jax.runtime import configure_xla
 
 #: Verb modules in the order ``--help`` lists them.
@@ -21,7 +23,7 @@ VERBS: tuple[str, ...] = (
     "criticality", "deepreshape", "deepreduce", "snl",
 )
 
-EPILOG = """examples:
+_EPILOG = """examples:
   hybrenet count resnet18 hrn-5x5x3x wrn22x8
   hybrenet count "hrn-2x5x3x:cull=S1,thin=S2+S3+S4,reuse=4" --dataset tinyimagenet --json
   hybrenet design --depths 2-2-2-2 --order S3,S2,S4,S1
@@ -40,12 +42,14 @@ EPILOG = """examples:
   hybrenet snl --config configs/snl_digits.py "hrn-2x2x2x:m=4,depths=1-1-1-1" --budget 5000 --workdir runs/snl
 
 model strings: NAME[:key=value,...]
-  NAME  resnet18 resnet34 resnet20 resnet32 resnet56 wrnDxK vgg16 hrn-AxBxCx stagech-SxSxSx
-        convnext-t|n|p|f|a regnetx-200mf|400mf|600mf|800mf
+  NAME  {names}
   keys  m (base width), depths (3-4-6-3), widths (resnet18/34 only), cull / thin (S1+S2),
         reuse (ReLU-reuse factor N) with reuse_split (three|equal), reuse_link (on|off),
         reuse_layers (kept|alternate), classes
 """
+#: ``--help``'s epilog; the names come from the one registry (``families.NAMES``).
+EPILOG = _EPILOG.format(names=textwrap.fill(
+    " ".join(NAME_FORMS), width=88, subsequent_indent=" " * 8, break_on_hyphens=False))
 
 
 #: The longest error message printed; longer ones (echoes of huge bad input) are cut.
