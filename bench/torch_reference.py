@@ -5,8 +5,9 @@ networks): a 3x3 stem conv-BN-ReLU, post-activation BasicBlocks
 ``conv-BN-ReLU-conv-BN (+ shortcut) -ReLU`` with a 1x1 conv-BN projection shortcut where the
 shape changes, global average pooling and a linear classifier; WideResNets use
 pre-activation blocks; RegNet-X uses X blocks ``1x1-BN-ReLU-3x3 grouped (nn.Conv2d groups)
--BN-ReLU-1x1-BN (+ shortcut) -ReLU`` as pycls writes them. NCHW layout, float32 parameters, ``nn.BatchNorm2d`` with momentum 0.1
-(= Flax's 0.9) and eps 1e-5.
+-BN-ReLU-1x1-BN (+ shortcut) -ReLU`` as pycls writes them. Every residual block is wired from
+its description (``Block.branch_index``). NCHW layout, float32 parameters, ``nn.BatchNorm2d``
+with momentum 0.1 (= Flax's 0.9) and eps 1e-5.
 
 Widths, depths and every ReLU decision come from our description: the blocks are built from
 :func:`hybrenet_jax.architecture.expand` of the :class:`~hybrenet_jax.netspec.NetSpec`, so a
@@ -31,7 +32,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hybrenet_jax.architecture import BatchNorm, Block, Conv, Dense, Pool, ReluSite, expand
+from hybrenet_jax.architecture import (RESIDUAL, BatchNorm, Block, Conv, Dense, Pool, ReluSite,
+                                       expand)
 from hybrenet_jax.netspec import NetSpec
 
 LEARNING_RATE = 0.1
@@ -117,33 +119,23 @@ def make_layer(record) -> nn.Module:
     raise TypeError(f"no torch layer for {record!r}")
 
 
-class BasicBlock(nn.Module):
-    """Post-activation residual block: ``after_add(main(x) + shortcut(x))``."""
+class ResidualBlock(nn.Module):
+    """Any residual block, wired as ``architecture.Block`` states it: the main path up to the
+    block's branch point (``pre``), then ``after_add(main(a) + shortcut(a) or x)``."""
 
     def __init__(self, block: Block):
         super().__init__()
-        self.main = nn.Sequential(*make_layers(block.main))
-        self.shortcut = nn.Sequential(*make_layers(block.shortcut))
-        self.after_add = nn.Sequential(*make_layers(block.after_add))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.after_add(self.main(x) + self.shortcut(x))
-
-
-class PreActBlock(nn.Module):
-    """Pre-activation (WideResNet) block; the projection shortcut reads the activated input."""
-
-    def __init__(self, block: Block):
-        super().__init__()
-        self.pre = nn.Sequential(*make_layers(block.main[:2]))
-        self.main = nn.Sequential(*make_layers(block.main[2:]))
+        k = block.branch_index()
+        self.pre = nn.Sequential(*make_layers(block.main[:k]))
+        self.main = nn.Sequential(*make_layers(block.main[k:]))
         self.shortcut = (nn.Sequential(*make_layers(block.shortcut))
                          if block.shortcut else None)
+        self.after_add = nn.Sequential(*make_layers(block.after_add))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         a = self.pre(x)
         s = self.shortcut(a) if self.shortcut is not None else x
-        return self.main(a) + s
+        return self.after_add(self.main(a) + s)
 
 
 class PlainBlock(nn.Module):
@@ -166,9 +158,8 @@ class ReferenceNet(nn.Module):
             raise ValueError(f"the torch reference covers the resnet, wrn and regnetx families, "
                              f"not {spec.family!r}")
         self.spec = spec
-        kinds = {"basic": BasicBlock, "bottleneck": BasicBlock, "preact": PreActBlock}
         self.blocks = nn.ModuleList(
-            kinds.get(b.kind, PlainBlock)(b) for b in expand(spec).blocks)
+            (ResidualBlock if b.kind in RESIDUAL else PlainBlock)(b) for b in expand(spec).blocks)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for block in self.blocks:
@@ -185,12 +176,11 @@ def count_parameters(model: nn.Module) -> int:
 def _named_layers(model: ReferenceNet):
     """``(record, torch module)`` for every layer, in :func:`expand` order."""
     for record_block, module in zip(expand(model.spec).blocks, model.blocks):
-        if isinstance(module, BasicBlock):
-            groups = [(record_block.main, module.main), (record_block.shortcut, module.shortcut),
+        if isinstance(module, ResidualBlock):
+            k = record_block.branch_index()
+            groups = [(record_block.main[:k], module.pre), (record_block.main[k:], module.main),
+                      (record_block.shortcut, module.shortcut or ()),
                       (record_block.after_add, module.after_add)]
-        elif isinstance(module, PreActBlock):
-            groups = [(record_block.main[:2], module.pre), (record_block.main[2:], module.main),
-                      (record_block.shortcut, module.shortcut or ())]
         else:
             groups = [(record_block.main, module.main)]
         for records, modules in groups:

@@ -56,7 +56,7 @@ the choices.
 from __future__ import annotations
 
 import dataclasses
-from typing import Iterator, Union
+from typing import Iterator, Sequence, Union
 
 from hybrenet_jax.errors import DescriptionError
 from hybrenet_jax.netspec import NetSpec
@@ -299,6 +299,20 @@ class Dense:
 
 
 Layer = Union[Conv, BatchNorm, ReluSite, Pool, Dense]
+#: Block kinds with a residual add (wired as :class:`Block` says).
+RESIDUAL = ("basic", "bottleneck", "preact")
+
+
+def branch_index(main: Sequence, branch_after: str) -> int:
+    """Index just after the layer of ``main`` named ``branch_after`` (0 when it is empty).
+
+    Works on layer records and on their folded forms alike (both carry ``name``)."""
+    if not branch_after:
+        return 0
+    names = [layer.name for layer in main]
+    if branch_after not in names:
+        raise DescriptionError(f"branch point {branch_after!r} is not a main-path layer")
+    return names.index(branch_after) + 1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -306,9 +320,17 @@ class Block:
     """A named unit of the network.
 
     ``kind`` is ``"stem"``, ``"basic"`` (post-activation residual), ``"bottleneck"`` (RegNet-X
-    X block, wired like ``basic``), ``"preact"`` (pre-activation residual), ``"plain"`` (VGG
-    layer) or ``"head"``. For residual blocks the output is ``after_add(main(x) + shortcut(s))`` where ``s`` is the block input, or for ``preact`` blocks
-    with a projection, the input after ``main``'s first BN-ReLU.
+    X block), ``"preact"`` (pre-activation residual), ``"plain"`` (VGG layer) or ``"head"``.
+    Every residual kind (:data:`RESIDUAL`) is wired the same way, read from the description::
+
+        a = main[:k](x)        # k: just after the layer named ``branch_after`` (0 if empty)
+        s = shortcut(a) if shortcut else x
+        out = after_add(main[k:](a) + s)
+
+    ``branch_after`` is where a projection shortcut branches off the main path: empty for
+    post-activation blocks (it reads the block input), the first BN-ReLU's ReLU for
+    pre-activation blocks (it reads the activated input). The model, the export and the
+    PyTorch reference all use :meth:`branch_index`.
     """
 
     name: str
@@ -317,6 +339,11 @@ class Block:
     main: tuple[Layer, ...]
     shortcut: tuple[Layer, ...] = ()
     after_add: tuple[Layer, ...] = ()
+    branch_after: str = ""
+
+    def branch_index(self) -> int:
+        """How many main-path layers run before the shortcut branches off."""
+        return branch_index(self.main, self.branch_after)
 
     def layers(self) -> Iterator[Layer]:
         """All layers of the block, main path first."""
@@ -477,7 +504,8 @@ class _Builder:
                 shortcut: tuple[Layer, ...] = ()
                 if stride != 1 or cin != width:
                     shortcut = (Conv(f"{name}_shortcut_conv", stage, cin, width, 1, stride, hw),)
-                self.blocks.append(Block(name, stage, "preact", main, shortcut))
+                self.blocks.append(Block(name, stage, "preact", main, shortcut,
+                                         branch_after=f"{name}_relu1"))
                 cin, hw = width, out_hw
         last = s.num_stages
         self.blocks.append(Block("final", last, "plain", (

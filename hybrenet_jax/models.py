@@ -29,7 +29,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 from jax import lax
 
-from hybrenet_jax.architecture import (Architecture, BatchNorm, Block, Conv, Dense, Pool,
+from hybrenet_jax.architecture import (RESIDUAL, Architecture, BatchNorm, Block, Conv, Dense, Pool,
                                        ReluSite, expand)
 from hybrenet_jax.errors import DescriptionError
 from hybrenet_jax.netspec import NetSpec
@@ -215,14 +215,11 @@ class Network(nn.Module):
         return x
 
     def block(self, block: Block, x: jnp.ndarray, train: bool) -> jnp.ndarray:
-        if block.kind in ("basic", "bottleneck"):
-            y = self.run(block.main, x, train)
-            s = self.run(block.shortcut, x, train)
-            return self.run(block.after_add, y + s, train)
-        if block.kind == "preact":
-            a = self.run(block.main[:2], x, train)  # bn1, relu1
+        if block.kind in RESIDUAL:  # wiring as ``architecture.Block`` states it
+            k = block.branch_index()
+            a = self.run(block.main[:k], x, train)
             s = self.run(block.shortcut, a, train) if block.shortcut else x
-            return self.run(block.main[2:], a, train) + s
+            return self.run(block.after_add, self.run(block.main[k:], a, train) + s, train)
         return self.run(block.main, x, train)
 
     @nn.compact

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from hybrenet_jax import families
@@ -220,3 +222,19 @@ def test_spec_is_immutable_and_replace_revalidates():
         spec.reuse = 4  # type: ignore[misc]
     with pytest.raises(DescriptionError):
         spec.replace(reuse=5)
+
+
+def test_the_branch_point_is_part_of_the_description():
+    """Pre-activation blocks name where their projection shortcut branches off (after the
+    first BN-ReLU); post-activation ones branch at the block input. The model, the export and
+    the PyTorch reference read it from there (their equivalence tests cover the wiring)."""
+    from hybrenet_jax.architecture import RESIDUAL, expand
+
+    wrn = [b for b in expand(spec_from_model_string("wrn16x2")).blocks if b.kind == "preact"]
+    assert wrn and all(b.branch_after == f"{b.name}_relu1" and b.branch_index() == 2
+                       for b in wrn)
+    resnet = [b for b in expand(spec_from_model_string("resnet18:m=8")).blocks
+              if b.kind in RESIDUAL]
+    assert resnet and all(b.branch_after == "" and b.branch_index() == 0 for b in resnet)
+    with pytest.raises(DescriptionError, match="not a main-path layer"):
+        dataclasses.replace(wrn[0], branch_after="nowhere").branch_index()

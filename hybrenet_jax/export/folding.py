@@ -136,6 +136,7 @@ class FoldedBlock:
     main: tuple[FoldedLayer, ...]
     shortcut: tuple[FoldedLayer, ...] = ()
     after_add: tuple[FoldedLayer, ...] = ()
+    branch_after: str = ""  # ``Block.branch_after``: folding keeps that ReLU and its name
 
     def layers(self) -> Iterator[FoldedLayer]:
         yield from self.main
@@ -343,7 +344,7 @@ class _Folder:
         shortcut = self.sequence(block.shortcut)
         self.spatial = spatial  # a shortcut ends in the main path's shape
         return FoldedBlock(block.name, block.stage, block.kind, main, shortcut,
-                           self.sequence(block.after_add))
+                           self.sequence(block.after_add), block.branch_after)
 
 
 def fold(spec: NetSpec, variables: Mapping[str, Any]) -> FoldedNetwork:

@@ -24,7 +24,7 @@ from typing import Protocol, Sequence, TypeVar
 
 import numpy as np
 
-from hybrenet_jax.architecture import Pool, ReluSite
+from hybrenet_jax.architecture import RESIDUAL, Pool, ReluSite, branch_index
 from hybrenet_jax.export.folding import (Affine, ConvPart, FoldedBlock, FoldedConv, FoldedDense,
                                          FoldedLayer, FoldedNetwork)
 
@@ -118,15 +118,12 @@ def sequence(layers: Sequence[FoldedLayer], ops: Ops[T], x: T) -> T:
 
 def block(b: FoldedBlock, ops: Ops[T], x: T) -> T:
     """Apply one block with its residual wiring."""
-    if b.kind in ("basic", "bottleneck"):
-        y = sequence(b.main, ops, x)
-        s = sequence(b.shortcut, ops, x)
-        return sequence(b.after_add, ops, ops.add(y, s, f"{b.name}_add"))
-    if b.kind == "preact":
-        k = next(i for i, l in enumerate(b.main) if isinstance(l, ReluSite)) + 1
+    if b.kind in RESIDUAL:  # wiring as ``architecture.Block`` states it
+        k = branch_index(b.main, b.branch_after)
         a = sequence(b.main[:k], ops, x)
         s = sequence(b.shortcut, ops, a) if b.shortcut else x
-        return ops.add(sequence(b.main[k:], ops, a), s, f"{b.name}_add")
+        y = sequence(b.main[k:], ops, a)
+        return sequence(b.after_add, ops, ops.add(y, s, f"{b.name}_add"))
     return sequence(b.main, ops, x)
 
 
