@@ -371,6 +371,19 @@ class Architecture:
         return tuple(l for l in self.layers() if isinstance(l, Conv))
 
 
+@dataclasses.dataclass(frozen=True)
+class _Position:
+    """Where one residual block sits: stage, name, widths, stride, input and output size."""
+
+    stage: int
+    name: str
+    cin: int
+    width: int
+    stride: int
+    hw: int
+    out_hw: int
+
+
 class _Builder:
     """Accumulates blocks while walking a spec; one method per block family."""
 
@@ -408,6 +421,27 @@ class _Builder:
         return Conv(name, stage, cin, cout, k, stride, hw, reuse, self.spec.reuse_split,
                     self.spec.reuse_link)
 
+    def positions(self, cin: int, hw: int, first_strided: bool = False) -> Iterator[_Position]:
+        """Every residual block in order; the first block of each stage after the first (and
+        of the first too when ``first_strided``) halves the resolution."""
+        s = self.spec
+        for stage, (width, depth) in enumerate(zip(s.widths, s.depths), start=1):
+            for b in range(1, depth + 1):
+                stride = 2 if b == 1 and (stage > 1 or first_strided) else 1
+                yield _Position(stage, f"stage{stage}_block{b}", cin, width, stride, hw,
+                                hw // stride)
+                cin, hw = width, hw // stride
+
+    @staticmethod
+    def projection(p: _Position, batch_norm: bool = True) -> tuple[Layer, ...]:
+        """The 1x1 projection shortcut (+ BN) where a block changes shape; else none."""
+        if p.stride == 1 and p.cin == p.width:
+            return ()
+        conv = Conv(f"{p.name}_shortcut_conv", p.stage, p.cin, p.width, 1, p.stride, p.hw)
+        if not batch_norm:
+            return (conv,)
+        return conv, BatchNorm(f"{p.name}_shortcut_bn", p.stage, p.width, p.out_hw)
+
     # -- families ---------------------------------------------------------------------------
     def resnet(self) -> None:
         s = self.spec
@@ -419,29 +453,21 @@ class _Builder:
             BatchNorm("stem_bn", 1, s.stem_width, hw),
             relu,
         )))
-        cin = s.stem_width
-        for stage, (width, depth) in enumerate(zip(s.widths, s.depths), start=1):
-            for b in range(1, depth + 1):
-                stride = 2 if (stage > 1 and b == 1) else 1
-                name = f"stage{stage}_block{b}"
-                out_hw = hw // stride
-                r1 = self.relu(f"{name}_relu1", stage, width, out_hw, keep_when_thinned=True)
-                r2 = self.relu(f"{name}_relu2", stage, width, out_hw, keep_when_thinned=False,
-                               reusable=self.every_kept_layer)
-                main = (
-                    self.conv(f"{name}_conv1", stage, cin, width, 3, stride, hw, feeds=r1),
-                    BatchNorm(f"{name}_bn1", stage, width, out_hw),
-                    r1,
-                    self.conv(f"{name}_conv2", stage, width, width, 3, 1, out_hw, feeds=r2),
-                    BatchNorm(f"{name}_bn2", stage, width, out_hw),
-                )
-                shortcut: tuple[Layer, ...] = ()
-                if stride != 1 or cin != width:
-                    shortcut = (Conv(f"{name}_shortcut_conv", stage, cin, width, 1, stride, hw),
-                                BatchNorm(f"{name}_shortcut_bn", stage, width, out_hw))
-                self.blocks.append(Block(name, stage, "basic", main, shortcut, (r2,)))
-                cin, hw = width, out_hw
-        self.head(cin, hw)
+        for p in self.positions(s.stem_width, hw):
+            r1 = self.relu(f"{p.name}_relu1", p.stage, p.width, p.out_hw, keep_when_thinned=True)
+            r2 = self.relu(f"{p.name}_relu2", p.stage, p.width, p.out_hw,
+                           keep_when_thinned=False, reusable=self.every_kept_layer)
+            main = (
+                self.conv(f"{p.name}_conv1", p.stage, p.cin, p.width, 3, p.stride, p.hw,
+                          feeds=r1),
+                BatchNorm(f"{p.name}_bn1", p.stage, p.width, p.out_hw),
+                r1,
+                self.conv(f"{p.name}_conv2", p.stage, p.width, p.width, 3, 1, p.out_hw,
+                          feeds=r2),
+                BatchNorm(f"{p.name}_bn2", p.stage, p.width, p.out_hw),
+            )
+            self.blocks.append(Block(p.name, p.stage, "basic", main, self.projection(p), (r2,)))
+        self.head(p.width, p.out_hw)
 
     def regnetx(self) -> None:
         s = self.spec
@@ -456,58 +482,41 @@ class _Builder:
             BatchNorm("stem_bn", 1, s.stem_width, out_hw),
             relu,
         )))
-        cin, hw = s.stem_width, out_hw
-        for stage, (width, depth) in enumerate(zip(s.widths, s.depths), start=1):
-            for b in range(1, depth + 1):
-                stride = 2 if (b == 1 and (stage > 1 or imagenet)) else 1
-                name = f"stage{stage}_block{b}"
-                out_hw = hw // stride
-                main = (
-                    Conv(f"{name}_conv1", stage, cin, width, 1, 1, hw),
-                    BatchNorm(f"{name}_bn1", stage, width, hw),
-                    self.relu(f"{name}_relu1", stage, width, hw, keep_when_thinned=False),
-                    Conv(f"{name}_conv2", stage, width, width, 3, stride, hw,
-                         feature_groups=width // s.group_width),
-                    BatchNorm(f"{name}_bn2", stage, width, out_hw),
-                    self.relu(f"{name}_relu2", stage, width, out_hw, keep_when_thinned=True),
-                    Conv(f"{name}_conv3", stage, width, width, 1, 1, out_hw),
-                    BatchNorm(f"{name}_bn3", stage, width, out_hw),
-                )
-                shortcut: tuple[Layer, ...] = ()
-                if stride != 1 or cin != width:
-                    shortcut = (Conv(f"{name}_shortcut_conv", stage, cin, width, 1, stride, hw),
-                                BatchNorm(f"{name}_shortcut_bn", stage, width, out_hw))
-                r3 = self.relu(f"{name}_relu3", stage, width, out_hw, keep_when_thinned=False)
-                self.blocks.append(Block(name, stage, "bottleneck", main, shortcut, (r3,)))
-                cin, hw = width, out_hw
-        self.head(cin, hw)
+        for p in self.positions(s.stem_width, out_hw, first_strided=imagenet):
+            main = (
+                Conv(f"{p.name}_conv1", p.stage, p.cin, p.width, 1, 1, p.hw),
+                BatchNorm(f"{p.name}_bn1", p.stage, p.width, p.hw),
+                self.relu(f"{p.name}_relu1", p.stage, p.width, p.hw, keep_when_thinned=False),
+                Conv(f"{p.name}_conv2", p.stage, p.width, p.width, 3, p.stride, p.hw,
+                     feature_groups=p.width // s.group_width),
+                BatchNorm(f"{p.name}_bn2", p.stage, p.width, p.out_hw),
+                self.relu(f"{p.name}_relu2", p.stage, p.width, p.out_hw, keep_when_thinned=True),
+                Conv(f"{p.name}_conv3", p.stage, p.width, p.width, 1, 1, p.out_hw),
+                BatchNorm(f"{p.name}_bn3", p.stage, p.width, p.out_hw),
+            )
+            r3 = self.relu(f"{p.name}_relu3", p.stage, p.width, p.out_hw, keep_when_thinned=False)
+            self.blocks.append(Block(p.name, p.stage, "bottleneck", main, self.projection(p),
+                                     (r3,)))
+        self.head(p.width, p.out_hw)
 
     def wrn(self) -> None:
         s = self.spec
         hw = s.input_size
         self.blocks.append(Block("stem", 1, "stem", (
             Conv("stem_conv", 1, s.in_channels, s.stem_width, 3, 1, hw),)))
-        cin = s.stem_width
-        for stage, (width, depth) in enumerate(zip(s.widths, s.depths), start=1):
-            for b in range(1, depth + 1):
-                stride = 2 if (stage > 1 and b == 1) else 1
-                name = f"stage{stage}_block{b}"
-                out_hw = hw // stride
-                main = (
-                    BatchNorm(f"{name}_bn1", stage, cin, hw),
-                    self.relu(f"{name}_relu1", stage, cin, hw, keep_when_thinned=False),
-                    Conv(f"{name}_conv1", stage, cin, width, 3, stride, hw),
-                    BatchNorm(f"{name}_bn2", stage, width, out_hw),
-                    self.relu(f"{name}_relu2", stage, width, out_hw, keep_when_thinned=True),
-                    Conv(f"{name}_conv2", stage, width, width, 3, 1, out_hw),
-                )
-                shortcut: tuple[Layer, ...] = ()
-                if stride != 1 or cin != width:
-                    shortcut = (Conv(f"{name}_shortcut_conv", stage, cin, width, 1, stride, hw),)
-                self.blocks.append(Block(name, stage, "preact", main, shortcut,
-                                         branch_after=f"{name}_relu1"))
-                cin, hw = width, out_hw
-        last = s.num_stages
+        for p in self.positions(s.stem_width, hw):
+            main = (
+                BatchNorm(f"{p.name}_bn1", p.stage, p.cin, p.hw),
+                self.relu(f"{p.name}_relu1", p.stage, p.cin, p.hw, keep_when_thinned=False),
+                Conv(f"{p.name}_conv1", p.stage, p.cin, p.width, 3, p.stride, p.hw),
+                BatchNorm(f"{p.name}_bn2", p.stage, p.width, p.out_hw),
+                self.relu(f"{p.name}_relu2", p.stage, p.width, p.out_hw, keep_when_thinned=True),
+                Conv(f"{p.name}_conv2", p.stage, p.width, p.width, 3, 1, p.out_hw),
+            )
+            self.blocks.append(Block(p.name, p.stage, "preact", main,
+                                     self.projection(p, batch_norm=False),
+                                     branch_after=f"{p.name}_relu1"))
+        cin, hw, last = p.width, p.out_hw, s.num_stages
         self.blocks.append(Block("final", last, "plain", (
             BatchNorm("final_bn", last, cin, hw),
             self.relu("final_relu", last, cin, hw, keep_when_thinned=False),

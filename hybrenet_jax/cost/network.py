@@ -29,7 +29,7 @@ from hybrenet_jax.counts import count
 from hybrenet_jax.cost.constants import Calibration, load_calibration
 from hybrenet_jax.cost.gc import (DEFAULT_CLIENT_DEVICE, DEFAULT_THREADS, check_threads,
                                   gc_cost)
-from hybrenet_jax.cost.packing import HeOps, conv_ops, fc_ops
+from hybrenet_jax.cost.packing import HeOps, LayerShape, conv_ops, fc_ops
 from hybrenet_jax.model_string import spec_from_model_string
 from hybrenet_jax.netspec import NetSpec
 
@@ -37,17 +37,11 @@ Network = Union[str, NetSpec, Architecture]
 
 
 @dataclasses.dataclass(frozen=True)
-class LinearCost:
-    """HE cost of one conv or FC layer."""
+class LinearCost(LayerShape):
+    """HE cost of one conv or FC layer (its geometry: :class:`LayerShape`)."""
 
     name: str
     stage: int
-    kind: str  # "conv" or "fc"
-    in_ch: int
-    out_ch: int
-    kernel: int
-    stride: int
-    in_hw: int
     groups: tuple[tuple[int, int, int], ...]
     ops: HeOps
     he_seconds: float
@@ -57,6 +51,7 @@ class LinearCost:
     def as_dict(self) -> dict:
         """Plain-JSON view (one ``--per-layer`` record)."""
         d = dataclasses.asdict(self)
+        d = {"name": d.pop("name"), "stage": d.pop("stage"), **d}  # name first, as printed
         d["groups"] = [list(g) for g in self.groups]
         d["ops"] = self.ops.as_dict()
         return d
@@ -167,7 +162,7 @@ def linear_cost(layer: Conv | Dense, cal: Calibration, dense_grouped: bool = Fal
         groups = ((layer.in_features, layer.out_features, 1),)
         ops = fc_ops(layer.in_features, layer.out_features)
         shape = ("fc", layer.in_features, layer.out_features, 1, 1, 1)
-    return LinearCost(layer.name, layer.stage, *shape, groups=groups, ops=ops,
+    return LinearCost(*shape, name=layer.name, stage=layer.stage, groups=groups, ops=ops,
                       he_seconds=cal.he_seconds(ops), client_he_seconds=cal.client_he_seconds(ops),
                       he_bytes=cal.he_bytes(ops))
 

@@ -268,3 +268,21 @@ def fc_ops(in_features: int, out_features: int) -> HeOps:
         step *= 2
     return HeOps(multiplies=diagonals, rotations=rots, key_switches=switches, additions=adds,
                  input_ciphertexts=1, output_ciphertexts=1, layers=1)
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerShape:
+    """Geometry of one linear layer as Delphi sees it (an FC layer: kernel, stride, in_hw 1)."""
+
+    kind: str  # "conv" or "fc"
+    in_ch: int
+    out_ch: int
+    kernel: int
+    stride: int
+    in_hw: int
+
+    def dense_ops(self) -> HeOps:
+        """Delphi's operation counts for the layer as one dense conv or FC."""
+        if self.kind == "fc":
+            return fc_ops(self.in_ch, self.out_ch)
+        return conv_ops(self.in_ch, self.out_ch, self.kernel, self.in_hw)

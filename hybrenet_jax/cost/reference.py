@@ -12,7 +12,7 @@ import json
 import pathlib
 
 from hybrenet_jax import reference_data
-from hybrenet_jax.cost.packing import CostModelError, HeOps, conv_ops, fc_ops
+from hybrenet_jax.cost.packing import CostModelError, HeOps, LayerShape
 
 #: Measured per-layer times to calibrate on (the artifact's means re-parsed from raw logs).
 TIMING_KEY = "he_eval_seconds_logs_corrected"
@@ -26,18 +26,12 @@ def default_delphi_dir() -> pathlib.Path:
 
 
 @dataclasses.dataclass(frozen=True)
-class ReferenceLayer:
-    """One measured linear layer of a Delphi run."""
+class ReferenceLayer(LayerShape):
+    """One measured linear layer of a Delphi run (its geometry: :class:`LayerShape`)."""
 
     network: str
     dataset: str
     index: int
-    kind: str  # "conv" or "fc"
-    in_ch: int
-    out_ch: int
-    kernel: int
-    stride: int
-    in_hw: int
     seconds: float
     encrypt_seconds: float
     decrypt_seconds: float
@@ -51,9 +45,7 @@ class ReferenceLayer:
 
     def ops(self) -> HeOps:
         """Delphi's operation counts for this layer."""
-        if self.kind == "fc":
-            return fc_ops(self.in_ch, self.out_ch)
-        return conv_ops(self.in_ch, self.out_ch, self.kernel, self.in_hw)
+        return self.dense_ops()
 
 
 def _read_json(path: pathlib.Path) -> dict:

@@ -21,32 +21,24 @@ from hybrenet_jax.model_string import model_string_with, parse_model_string
 from hybrenet_jax.netspec import stage_names
 from hybrenet_jax.pipeline.criticality import base_spec
 from hybrenet_jax.pipeline.errors import PipelineError
-from hybrenet_jax.pipeline.planning import (PlannedModel, apply_budgets, dedupe,
+from hybrenet_jax.pipeline.planning import (PlannedModel, VariantPlan, apply_budgets, dedupe,
                                             planned_model)
 
 DEFAULT_SCALES = (0.5,)
 
 
 @dataclasses.dataclass(frozen=True)
-class DeepReducePlan:
+class DeepReducePlan(VariantPlan):
     """The variants of one DeepReDuce run."""
 
     model: str
-    order: tuple[int, ...]
-    variants: tuple[PlannedModel, ...]
-    skipped: tuple[str, ...]
-    over_budget: tuple[PlannedModel, ...]
-
-    @property
-    def order_text(self) -> str:
-        return stage_names(self.order, ">")
 
     def as_dict(self) -> dict:
+        """``--dry-run --json``."""
         return {"model": self.model, "order": self.order_text,
                 "variants": [{"model": p.model, "label": p.label, "relus": p.counts.relus,
                               "flops": p.counts.flops} for p in self.variants],
-                "skipped": list(self.skipped),
-                "over_budget": [p.model for p in self.over_budget]}
+                **self.leftovers_dict()}
 
 
 def parse_scales(text: str | None) -> tuple[float, ...]:

@@ -19,9 +19,8 @@ from typing import Sequence
 
 from hybrenet_jax.design import (PLAN_REUSE_FACTORS, Candidate, capacity_criticality,
                                  equalize_width, parse_order, relu_optimization_plan)
-from hybrenet_jax.netspec import stage_names
 from hybrenet_jax.pipeline.errors import PipelineError
-from hybrenet_jax.pipeline.planning import (PlannedModel, apply_budgets, dedupe,
+from hybrenet_jax.pipeline.planning import (PlannedModel, VariantPlan, apply_budgets, dedupe,
                                             planned_model)
 
 #: Which networks to optimize: the equalized HRNs, the alpha = 2 ones, or both.
@@ -29,28 +28,20 @@ NETWORK_SETS = ("all", "equalized", "alpha2")
 
 
 @dataclasses.dataclass(frozen=True)
-class DeepReshapePlan:
+class DeepReshapePlan(VariantPlan):
     """The networks and variants of one DeepReShape run."""
 
-    order: tuple[int, ...]
     networks: tuple[tuple[str, Candidate], ...]  # (kind, candidate), kind in equalized|alpha2
-    variants: tuple[PlannedModel, ...]
-    skipped: tuple[str, ...]
-    over_budget: tuple[PlannedModel, ...]
-
-    @property
-    def order_text(self) -> str:
-        return stage_names(self.order, ">")
 
     def as_dict(self) -> dict:
+        """``--dry-run --json``."""
         return {
             "order": self.order_text,
             "networks": [{"kind": kind, **c.as_dict()} for kind, c in self.networks],
             "variants": [{"model": p.model, "label": p.label, "network": p.network,
                           "relus": p.counts.relus, "flops": p.counts.flops}
                          for p in self.variants],
-            "skipped": list(self.skipped),
-            "over_budget": [p.model for p in self.over_budget],
+            **self.leftovers_dict(),
         }
 
 

@@ -15,6 +15,7 @@ import ml_collections
 
 from hybrenet_jax.counts import Counts, count
 from hybrenet_jax.model_string import spec_from_model_string
+from hybrenet_jax.netspec import stage_names
 from hybrenet_jax.pipeline.errors import PipelineError
 from hybrenet_jax.pipeline.estimate import images_seen, planned_epochs, training_flops
 from hybrenet_jax.pipeline.naming import run_dir_name
@@ -39,6 +40,26 @@ class PlannedModel:
         """The smallest budget this model's ReLUs fit (``None`` when it fits none)."""
         fitting = [b for b in sorted(budgets) if self.counts.relus <= b]
         return fitting[0] if fitting else None
+
+
+@dataclasses.dataclass(frozen=True)
+class VariantPlan:
+    """What every pipeline plan holds: the criticality order and the variants it trains."""
+
+    order: tuple[int, ...]
+    variants: tuple[PlannedModel, ...]
+    skipped: tuple[str, ...]
+    over_budget: tuple[PlannedModel, ...]
+
+    @property
+    def order_text(self) -> str:
+        """The order as the paper writes it, e.g. ``S3>S2>S4>S1``."""
+        return stage_names(self.order, ">")
+
+    def leftovers_dict(self) -> dict:
+        """The JSON of what was not planned (``--dry-run --json`` ends with it)."""
+        return {"skipped": list(self.skipped),
+                "over_budget": [p.model for p in self.over_budget]}
 
 
 def planned_model(model: str, dataset: str, label: str, network: str,
