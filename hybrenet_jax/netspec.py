@@ -207,7 +207,8 @@ class NetSpec:
         if not isinstance(self.group_width, int) or self.group_width <= 0:
             raise DescriptionError(f"group_width={self.group_width!r}: a regnetx network needs a "
                                    "positive group width")
-        bad = [f"S{i}={w}" for i, w in enumerate(self.widths, start=1) if w % self.group_width]
+        bad = [f"{stage_name(i)}={w}" for i, w in enumerate(self.widths, start=1)
+               if w % self.group_width]
         if bad:
             raise DescriptionError(f"group_width={self.group_width} does not divide the stage "
                                    f"width(s) {', '.join(bad)}")

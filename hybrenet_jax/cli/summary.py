@@ -10,6 +10,7 @@ from hybrenet_jax.cli._table import format_table
 from hybrenet_jax.counts import count
 from hybrenet_jax.dataset_info import DATASETS
 from hybrenet_jax.model_string import spec_from_model_string
+from hybrenet_jax.netspec import stage_name
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -28,7 +29,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def layer_row(layer) -> dict:
     """Summary fields of one layer record."""
-    row = {"layer": layer.name, "stage": f"S{layer.stage}", "type": type(layer).__name__,
+    row = {"layer": layer.name, "stage": stage_name(layer.stage), "type": type(layer).__name__,
            "output": "", "macs": 0, "params": getattr(layer, "params", 0), "relus": "",
            "state": ""}
     if isinstance(layer, Conv):

@@ -8,7 +8,7 @@ from typing import Sequence
 from hybrenet_jax.counts import count
 from hybrenet_jax.report.points import ReportError
 from hybrenet_jax.model_string import spec_from_model_string
-from hybrenet_jax.netspec import parse_stage_name
+from hybrenet_jax.netspec import parse_stage_name, stage_name, stage_names
 from hybrenet_jax.report.plots import DPI, check_image_path, new_figure, save_figure
 
 #: Figure height (inches) and width per network (inches, plus a margin) of each of 2 panels.
@@ -31,7 +31,7 @@ def parse_order(text: str, num_stages: int) -> tuple[int, ...]:
         raise ReportError(
             f"--order {text!r} must list each of the {num_stages} stages exactly once "
             f"(most critical first), e.g. "
-            + ",".join(f"S{s}" for s in range(num_stages, 0, -1)))
+            + stage_names(range(num_stages, 0, -1)))
     return stages
 
 
@@ -69,7 +69,7 @@ def plot_distribution(models: Sequence[str], path: str | pathlib.Path,
         bottom = [0.0] * len(models)
         for s in range(num_stages):
             values = [share[which][s] if s < len(share[which]) else 0.0 for share in shares]
-            label = f"S{s + 1}" + (f" (criticality #{ranks[s + 1]})" if ranks else "")
+            label = stage_name(s + 1) + (f" (criticality #{ranks[s + 1]})" if ranks else "")
             most = ranks.get(s + 1) == 1
             bars = ax.bar(x, values, bottom=bottom, color=_STAGE_COLORS[s % 6], label=label,
                           edgecolor="black" if most else "white", linewidth=1.5 if most else 0.5)
@@ -86,6 +86,6 @@ def plot_distribution(models: Sequence[str], path: str | pathlib.Path,
         ax.set_title(f"stage-wise {title} ({dataset})")
     axes[1].legend(fontsize="x-small", loc="upper left", bbox_to_anchor=(1.0, 1.0))
     if ranks:
-        fig.suptitle("criticality order: " + " > ".join(
-            f"S{s}" for s, _ in sorted(ranks.items(), key=lambda kv: kv[1])))
+        fig.suptitle("criticality order: " + stage_names(
+            (s for s, _ in sorted(ranks.items(), key=lambda kv: kv[1])), " > "))
     return save_figure(fig, path)

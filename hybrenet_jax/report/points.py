@@ -30,6 +30,7 @@ from hybrenet_jax.counts import count
 from hybrenet_jax.dataset_info import DATASETS
 from hybrenet_jax.errors import HybrenetError
 from hybrenet_jax.model_string import spec_from_model_string
+from hybrenet_jax.netspec import stage_names
 
 OURS = "ours"
 #: ``role`` of the pipeline's per-variant DKD sweep summary lines (derived, not a run).
@@ -211,7 +212,7 @@ def _stage_list(text: str) -> str:
         lo = int(match.group(1))
         hi = int(match.group(2) or lo)
         stages.extend(range(lo, hi + 1))
-    return "+".join(f"S{s}" for s in stages)
+    return stage_names(stages, "+")
 
 
 def published_model_string(backbone: str, config: str) -> str | None:
