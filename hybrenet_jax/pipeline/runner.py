@@ -43,8 +43,9 @@ from hybrenet_jax.pipeline.settings import DISTILL, PAPER_DKD_BETAS, parse_dkd_b
 
 
 @dataclasses.dataclass(frozen=True)
-class Teacher:
-    """The teacher every variant distils from (empty when ``distill == "none"``)."""
+class TeacherRun:
+    """Where the teacher every variant distils from was trained (empty when ``distill ==
+    "none"``); the loaded teacher network itself is :class:`hybrenet_jax.train.steps.Teacher`."""
 
     workdir: str = ""
     model: str = ""
@@ -82,21 +83,21 @@ def teacher_model_name(config: ml_collections.ConfigDict, options: PipelineOptio
 
 
 def resolve_teacher(config: ml_collections.ConfigDict, options: PipelineOptions,
-                    log: Log) -> Teacher:
+                    log: Log) -> TeacherRun:
     """Train ``DIR/teacher`` once (resumable) unless an external teacher is given."""
     if options.distill == "none":
-        return Teacher()
+        return TeacherRun()
     if options.teacher_workdir:
-        return Teacher(options.teacher_workdir, check_teacher(options.teacher_workdir))
+        return TeacherRun(options.teacher_workdir, check_teacher(options.teacher_workdir))
     job = TrainJob(model=str(config.pipeline.teacher_model), dataset=config.dataset,
                    workdir=options.workdir / TEACHER_DIR, role="teacher", label="teacher")
     log(f"[teacher] {job.model}")
     run_and_record(teacher_config(config), job, options.results, log)
-    return Teacher(str(job.workdir), job.model)
+    return TeacherRun(str(job.workdir), job.model)
 
 
 def measure_order(config: ml_collections.ConfigDict, model: str, options: PipelineOptions,
-                  teacher: Teacher, log: Log) -> crit.CriticalityResult:
+                  teacher: TeacherRun, log: Log) -> crit.CriticalityResult:
     """Criticality of ``model`` in ``DIR/criticality`` (KD from the teacher when there is one)."""
     if not teacher.workdir:
         log("warning: no teacher (--distill none): criticality from plain cross-entropy, not "
@@ -113,7 +114,7 @@ def dkd_extra_epochs(config: ml_collections.ConfigDict, options: PipelineOptions
 
 
 def variant_jobs(config: ml_collections.ConfigDict, p: PlannedModel, options: PipelineOptions,
-                 teacher: Teacher) -> list[TrainJob]:
+                 teacher: TeacherRun) -> list[TrainJob]:
     """The training runs of one planned variant: one, or one per DKD beta."""
     common = dict(model=p.model, dataset=config.dataset, distill=options.distill,
                   teacher_workdir=teacher.workdir, teacher_model=teacher.model,
@@ -152,7 +153,7 @@ def _record_best(results: ResultsLog, runs: Sequence[dict]) -> dict:
 
 
 def train_planned(config: ml_collections.ConfigDict, planned: Sequence[PlannedModel],
-                  options: PipelineOptions, teacher: Teacher, log: Log) -> list[dict]:
+                  options: PipelineOptions, teacher: TeacherRun, log: Log) -> list[dict]:
     """Train every planned variant (skipping finished runs); returns their result records.
 
     With DKD each variant yields one record per beta, then its ``dkd_best`` record.
@@ -192,7 +193,7 @@ def measured_order(workdir: pathlib.Path | None, model: str) -> tuple[int, ...] 
 def run_pipeline(config: ml_collections.ConfigDict, options: PipelineOptions, planned,
                  plan_for_order: Callable, criticality_model: str | None, command: str,
                  log: Log) -> list[dict]:
-    """Teacher, then (when ``planned`` is None) the criticality order, then every variant.
+    """The teacher, then (when ``planned`` is None) the criticality order, then every variant.
 
     Args:
       planned: a plan (``DeepReshapePlan``/``DeepReducePlan``), or ``None`` to measure the
@@ -231,7 +232,7 @@ def dry_run_rows(config: ml_collections.ConfigDict, planned: Sequence[PlannedMod
             p = planned_model(job.model, dataset, job.label, criticality_model,
                               role="criticality")
             rows.append(plan_row(config, dataset, p, distill, teacher_flops, job.workdir))
-    placeholder = Teacher(options.teacher_workdir or str(options.workdir / TEACHER_DIR),
+    placeholder = TeacherRun(options.teacher_workdir or str(options.workdir / TEACHER_DIR),
                           teacher)
     for p in planned:
         for job in variant_jobs(config, p, options, placeholder):
