@@ -1,9 +1,12 @@
 """Train a network: ``python -m launch.train --config configs/X.py[:ARG] --workdir DIR``.
 
 Any config field can be overridden: ``--config.total_steps=100 --config.model=hrn-5x5x3x``.
-A typo in a field name fails loudly (the config is locked). Multi-process runs (one process
-per host) call ``jax.distributed.initialize`` — automatically on SLURM/TPU pods with
-``--distributed``, or explicitly with ``--coordinator_address/--num_processes/--process_id``.
+A typo in a field name fails loudly (the config is locked). Multi-process runs call
+``jax.distributed.initialize`` with the arguments of ``hybrenet_jax.distributed.cluster_args``:
+with ``--distributed``, from the SLURM environment (one process per node with all its GPUs, or
+one per GPU) or by JAX's auto-detection (TPU VMs); or explicitly with
+``--coordinator_address/--num_processes/--process_id [--local_device_ids 0,1]``. The workdir
+may be a local path or a ``gs://``/``s3://``/``file://`` URL.
 
 Every config field is checked against its rule (``hybrenet_jax/train/config_rules.py``) before
 anything starts: a bad value is one line and exit 2. Ctrl-C saves the current step like SIGTERM
@@ -37,20 +40,27 @@ flags.DEFINE_bool("distributed", False,
 flags.DEFINE_string("coordinator_address", None, "host:port of process 0 (manual multi-process).")
 flags.DEFINE_integer("num_processes", None, "Number of processes (manual multi-process).")
 flags.DEFINE_integer("process_id", None, "This process's index (manual multi-process).")
+flags.DEFINE_list("local_device_ids", None,
+                  "Devices of this process (comma list; default: all it sees, or its share "
+                  "of the node's GPUs under SLURM).")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
 def _init_distributed() -> None:
-    import jax
+    """Join the multi-process run the flags and the environment describe (if any)."""
+    from hybrenet_jax import distributed
 
-    if FLAGS.coordinator_address:
-        # CPU collectives across processes need gloo (e.g. CPU runs on 127.0.0.1); the setting
-        # is ignored by GPU/TPU backends. It must precede any call that starts a backend.
-        jax.config.update("jax_cpu_collectives_implementation", "gloo")
-        jax.distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes,
-                                   FLAGS.process_id)
-    elif FLAGS.distributed:
-        jax.distributed.initialize()
+    ids = FLAGS.local_device_ids
+    try:
+        ids = [int(i) for i in ids] if ids is not None else None
+    except ValueError:
+        raise distributed.ClusterError(f"--local_device_ids={','.join(ids)} must be a comma "
+                                       "list of integers") from None
+    args = distributed.cluster_args(os.environ, distributed=FLAGS.distributed,
+                                    coordinator_address=FLAGS.coordinator_address,
+                                    num_processes=FLAGS.num_processes,
+                                    process_id=FLAGS.process_id, local_device_ids=ids)
+    distributed.initialize(args)
 
 
 def _aborted() -> None:

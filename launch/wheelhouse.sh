@@ -52,7 +52,9 @@ while [ $# -gt 0 ]; do
   esac
   shift
 done
-[ "${#positional[@]}" -ge 2 ] && [ "${#positional[@]}" -le 3 ] || usage
+if [ "${#positional[@]}" -lt 2 ] || [ "${#positional[@]}" -gt 3 ]; then
+  usage
+fi
 version="${positional[0]}"
 platform="${positional[1]}"
 wheelhouse="${positional[2]:-wheelhouse-py${version}-${platform}}"

@@ -29,8 +29,8 @@ import errno
 import hashlib
 import json
 import logging
+import os
 import pathlib
-import tempfile
 import time
 from typing import Any
 
@@ -38,8 +38,10 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from hybrenet_jax import distributed
 from hybrenet_jax.errors import HybrenetError
 from hybrenet_jax.train.state import tree_digest
+from hybrenet_jax.train.storage import WorkPath, workdir_path, write_text_atomically
 
 log = logging.getLogger(__name__)
 
@@ -51,37 +53,51 @@ class CheckpointError(HybrenetError):
 MANIFEST = "hybrenet_manifest.json"
 
 
-def _file_digest(path: pathlib.Path) -> str:
+def _file_digest(path: WorkPath) -> tuple[int, str]:
+    """Size and SHA-256 of a file (one read; local or cloud storage)."""
     h = hashlib.sha256()
-    with open(path, "rb") as f:
+    size = 0
+    with path.open("rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
-    return h.hexdigest()
+            size += len(chunk)
+    return size, h.hexdigest()
 
 
-def _files(step_dir: pathlib.Path) -> list[pathlib.Path]:
-    return sorted(p for p in step_dir.rglob("*") if p.is_file()
-                  and not p.name.startswith((MANIFEST, f".{MANIFEST}")))
+def _walk(directory: WorkPath) -> list[WorkPath]:
+    """Every file under ``directory`` (epath's glob is not recursive on cloud storage)."""
+    out = []
+    for p in directory.iterdir():
+        if p.is_dir():
+            out += _walk(p)
+        elif p.is_file():
+            out.append(p)
+    return out
 
 
-def write_manifest(step_dir: str | pathlib.Path) -> None:
+def _files(step_dir: WorkPath) -> list[WorkPath]:
+    return sorted((p for p in _walk(step_dir)
+                   if not p.name.startswith((MANIFEST, f".{MANIFEST}"))), key=str)
+
+
+def write_manifest(step_dir: str | os.PathLike) -> None:
     """Record size and SHA-256 of every file of a finished checkpoint (atomically)."""
-    step_dir = pathlib.Path(step_dir)
-    files = {str(p.relative_to(step_dir)): {"bytes": p.stat().st_size, "sha256": _file_digest(p)}
-             for p in _files(step_dir)}
-    with tempfile.NamedTemporaryFile("w", dir=step_dir, prefix=f".{MANIFEST}.",
-                                     delete=False) as tmp:
-        tmp.write(json.dumps({"files": files}, indent=1, sort_keys=True))
-    pathlib.Path(tmp.name).replace(step_dir / MANIFEST)
+    step_dir = workdir_path(step_dir)
+    files = {}
+    for p in _files(step_dir):
+        size, digest = _file_digest(p)
+        files[str(p.relative_to(step_dir))] = {"bytes": size, "sha256": digest}
+    write_text_atomically(step_dir / MANIFEST,
+                          json.dumps({"files": files}, indent=1, sort_keys=True))
 
 
-def check_manifest(step_dir: str | pathlib.Path) -> bool:
+def check_manifest(step_dir: str | os.PathLike) -> bool:
     """Whether ``step_dir`` matches its manifest: False if it has none, CheckpointError if not.
 
     Raises:
       CheckpointError: a file is missing, has another size or another SHA-256.
     """
-    step_dir = pathlib.Path(step_dir)
+    step_dir = workdir_path(step_dir)
     path = step_dir / MANIFEST
     if not path.is_file():
         return False
@@ -93,11 +109,11 @@ def check_manifest(step_dir: str | pathlib.Path) -> bool:
         file = step_dir / name
         if not file.is_file():
             raise CheckpointError(f"file {name} is missing")
-        size = file.stat().st_size
+        size, digest = _file_digest(file)
         if size != expected["bytes"]:
             raise CheckpointError(f"file {name} has {size} bytes, {expected['bytes']} were "
                                   "written (truncated or overwritten)")
-        if _file_digest(file) != expected["sha256"]:
+        if digest != expected["sha256"]:
             raise CheckpointError(f"file {name} does not match the SHA-256 written with it")
     return True
 
@@ -108,12 +124,12 @@ def _write_manifests(manager: ocp.CheckpointManager) -> None:
     if jax.process_index() != 0:
         return
     for step in manager.all_steps():
-        step_dir = pathlib.Path(manager.directory) / str(step)
+        step_dir = workdir_path(manager.directory) / str(step)
         if step_dir.is_dir() and not (step_dir / MANIFEST).exists():
             write_manifest(step_dir)
 
 
-def _manager(directory: pathlib.Path, keep: int, best: bool, use_async: bool
+def _manager(directory: WorkPath, keep: int, best: bool, use_async: bool
              ) -> ocp.CheckpointManager:
     options = ocp.CheckpointManagerOptions(
         max_to_keep=keep,
@@ -123,7 +139,12 @@ def _manager(directory: pathlib.Path, keep: int, best: bool, use_async: bool
         keep_checkpoints_without_metrics=not best,
         cleanup_tmp_directories=True,
     )
-    return ocp.CheckpointManager(directory.absolute(), options=options)
+    return ocp.CheckpointManager(_absolute(directory), options=options)
+
+
+def _absolute(directory: Any) -> Any:
+    """Orbax wants absolute paths; a URL is one already."""
+    return directory.absolute() if isinstance(directory, pathlib.Path) else directory
 
 
 def state_digest(state: Any) -> str:
@@ -183,9 +204,9 @@ def _write_error(err: BaseException, what: str, intact: int | None = None) -> Ch
 class Checkpointer:
     """Periodic and best-k checkpoints of one run directory."""
 
-    def __init__(self, workdir: str | pathlib.Path, max_to_keep: int = 2, keep_best: int = 1,
+    def __init__(self, workdir: str | os.PathLike, max_to_keep: int = 2, keep_best: int = 1,
                  use_async: bool = True):
-        workdir = pathlib.Path(workdir)
+        workdir = workdir_path(workdir)
         self.latest = _manager(workdir / "checkpoints", max_to_keep, False, use_async)
         self.best = _manager(workdir / "best", keep_best, True, use_async) if keep_best else None
         self.use_async = use_async
@@ -225,7 +246,7 @@ class Checkpointer:
 
     def _intact(self) -> int:
         """The newest periodic step with a manifest (-1: none); what a rerun resumes from."""
-        directory = pathlib.Path(self.latest.directory)
+        directory = workdir_path(self.latest.directory)
         steps = [int(p.name) for p in directory.iterdir() if p.name.isdigit()
                  and (p / MANIFEST).is_file()] if directory.is_dir() else []
         return max(steps, default=-1)
@@ -241,19 +262,32 @@ class Checkpointer:
         """Newest intact checkpoint as ``(state, meta)``.
 
         Corrupt newer checkpoints are reported and moved to ``corrupt/`` in the workdir (kept
-        for inspection), so the resumed run can save those steps again.
+        for inspection), so the resumed run can save those steps again. With several
+        processes, every process reads, they check that they found the same step, and process
+        0 alone moves the unusable ones while the others wait.
+
+        Raises:
+          CheckpointError: the processes found different checkpoints (a workdir not shared).
         """
         found = restore_newest_intact(self.latest, abstract_state)
         good = int(found[1]["step"]) if found else -1
+        steps = distributed.gather_strings("restored-step", str(good))
+        if len(set(steps)) > 1:
+            raise CheckpointError(
+                f"the processes found different newest checkpoints in {self.latest.directory} "
+                f"(steps {', '.join(steps)} by process; -1: none): the workdir must be one "
+                "folder every process sees")
         bad = [s for s in self.latest.all_steps() if s > good]
-        if bad:
-            quarantine = pathlib.Path(self.latest.directory).parent / "corrupt"
+        if bad and jax.process_index() == 0:
+            quarantine = workdir_path(self.latest.directory).parent / "corrupt"
             quarantine.mkdir(exist_ok=True)
             for step in bad:
-                src = pathlib.Path(self.latest.directory) / str(step)
+                src = workdir_path(self.latest.directory) / str(step)
                 dst = quarantine / f"{step}-{time.strftime('%Y%m%d-%H%M%S')}"
                 src.rename(dst)
                 log.warning("moved unusable checkpoint %s to %s", src, dst)
+        distributed.barrier("quarantined")
+        if bad:
             self.latest.reload()
         return found
 
@@ -281,7 +315,7 @@ def restore_newest_intact(manager: ocp.CheckpointManager, abstract_state: Any = 
     for step in steps if steps is not None else sorted(manager.all_steps(), reverse=True):
         try:
             # a damaged file is rejected here, before Orbax (whose failing reads are noisy)
-            check_manifest(pathlib.Path(manager.directory) / str(step))
+            check_manifest(workdir_path(manager.directory) / str(step))
             if abstract_state is not None:
                 state_args = ocp.args.StandardRestore(abstract_state)
             else:  # any topology (e.g. saved on 8 devices, read on 1): onto one local device
@@ -308,7 +342,7 @@ def restore_newest_intact(manager: ocp.CheckpointManager, abstract_state: Any = 
     return None
 
 
-def load_variables(workdir: str | pathlib.Path, which: str | int = "latest"
+def load_variables(workdir: str | os.PathLike, which: str | int = "latest"
                    ) -> tuple[dict, dict]:
     """Flax variables (``params``, ``batch_stats``) and meta of a run's checkpoint.
 
@@ -319,7 +353,7 @@ def load_variables(workdir: str | pathlib.Path, which: str | int = "latest"
     Raises:
       CheckpointError: no intact checkpoint found (the message says where it looked).
     """
-    workdir = pathlib.Path(workdir)
+    workdir = workdir_path(workdir)
     sub = "best" if which == "best" else "checkpoints"
     directory = workdir / sub
     if not directory.is_dir():
@@ -328,7 +362,7 @@ def load_variables(workdir: str | pathlib.Path, which: str | int = "latest"
     level = absl_log.level
     absl_log.setLevel(logging.ERROR)  # orbax warns that a read-only manager is read-only
     try:
-        manager = ocp.CheckpointManager(directory.absolute(), options=ocp.CheckpointManagerOptions(
+        manager = ocp.CheckpointManager(_absolute(directory), options=ocp.CheckpointManagerOptions(
             read_only=True, create=False))
     finally:
         absl_log.setLevel(level)

@@ -7,6 +7,19 @@ Ctrl-C = save and exit) -> summary.json. Before any of it: every config field is
 made for this config's identity (``run_identity``). Runs unchanged on 1 CPU, N simulated CPU
 devices and multi-host pods: the batch is sharded over the mesh's ``data`` axis, params are
 replicated, and every process takes the same loop decisions.
+
+Several processes (``hybrenet_jax.distributed``): each check that can fail on one process
+only (the lock, the workdir, the dataset download, the summary write) is *agreed*: when one
+fails, all raise the same one-line error instead of waiting in a collective. Process 0 alone
+writes shared state (manifests, quarantine, identity, config, metrics, summary, dataset
+preparation) while the others wait; every process reads. A SIGTERM or Ctrl-C reaching any one
+process is agreed every :data:`PREEMPTION_SYNC_STEPS` steps, so all processes save the same
+step together and exit 0.
+
+Batch rule (``config.batch_rule``): ``global`` (default, the paper recipe) keeps
+``batch_size`` the global batch whatever the device count; ``per_device`` makes it the batch
+of each device of the ``data`` axis, with the learning rate scaled linearly
+(``learning_rate * data devices``). Either way the global batch must divide over the devices.
 """
 
 from __future__ import annotations
@@ -17,9 +30,7 @@ import json
 import logging
 import math
 import os
-import pathlib
 import signal
-import tempfile
 import time
 from collections.abc import Iterator
 
@@ -29,6 +40,7 @@ import ml_collections
 from tqdm.auto import tqdm
 
 from hybrenet_jax import data as data_lib
+from hybrenet_jax import distributed
 from hybrenet_jax.counts import count
 from hybrenet_jax.data.pipeline import train_stream
 from hybrenet_jax.data.prefetch import default_workers
@@ -39,6 +51,8 @@ from hybrenet_jax.train.checkpoint import Checkpointer, CheckpointError, load_va
 from hybrenet_jax.train.config_rules import RULES, validate_config
 from hybrenet_jax.train.metrics import MetricWriter
 from hybrenet_jax.train.run_identity import check_identity, record_identity
+from hybrenet_jax.train.storage import (WorkPath, temporary_sibling, workdir_path,
+                                          write_text_atomically)
 from hybrenet_jax.train.state import (create_state, learning_rate_schedule, make_optimizer,
                                       params_digest)
 from hybrenet_jax.train.steps import (LossConfig, Teacher, make_eval_step, make_train_step,
@@ -54,6 +68,11 @@ class TrainingError(HybrenetError):
 
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+#: Several processes agree on a preemption signal every this many steps (a host-side message
+#: through JAX's coordination service; it does not wait for the devices).
+PREEMPTION_SYNC_STEPS = 10
+#: How ``batch_size`` relates to the devices (``configs/base.py``: ``batch_rule``).
+BATCH_RULES = ("global", "per_device")
 DISTILL = RULES["distill.kind"].choices
 if tuple(DTYPES) != RULES["dtype"].choices:  # one list of dtypes: the rule table's
     raise ImportError("DTYPES and config_rules.RULES['dtype'] disagree")
@@ -142,19 +161,39 @@ def check_config(config: ml_collections.ConfigDict) -> None:
         raise TrainingError(f"mesh_model_axis={config.mesh_model_axis} must divide the {n} "
                             "devices")
     devices = n // config.mesh_model_axis
-    if config.batch_size % devices:
-        raise TrainingError(f"batch_size={config.batch_size} must be divisible by the {devices} "
-                            "devices of the data axis")
+    rule = config.get("batch_rule", "global")
+    if rule not in BATCH_RULES:
+        raise TrainingError(f"batch_rule={rule!r}: accepted: {', '.join(BATCH_RULES)}")
+    if rule == "global" and config.batch_size % devices:
+        raise TrainingError(f"batch_size={config.batch_size} (the global batch, batch_rule="
+                            f"global) must be divisible by the {devices} devices of the data "
+                            "axis; use a multiple of it or batch_rule=per_device")
 
 
-def run_directory(workdir: str | os.PathLike) -> pathlib.Path:
-    """``workdir`` as a path; an empty name is an error (it would mean the current folder)."""
+def apply_batch_rule(config: ml_collections.ConfigDict, data_devices: int
+                     ) -> ml_collections.ConfigDict:
+    """The config the loop runs: ``batch_size`` the global batch, ``learning_rate`` scaled.
+
+    ``batch_rule=global`` (default): unchanged. ``per_device``: ``batch_size * data_devices``
+    images per step and ``learning_rate * data_devices`` (linear scaling rule).
+    """
+    if config.get("batch_rule", "global") != "per_device" or data_devices == 1:
+        return config
+    out = ml_collections.ConfigDict(config.to_dict())
+    out.batch_size = config.batch_size * data_devices
+    out.learning_rate = config.learning_rate * data_devices
+    return out
+
+
+def run_directory(workdir: str | os.PathLike) -> WorkPath:
+    """``workdir`` as a path (local, ``file://`` or cloud storage: ``storage.workdir_path``);
+    an empty name is an error (it would mean the current folder)."""
     if not os.fspath(workdir).strip():
         raise TrainingError("workdir is empty: name a run directory, e.g. --workdir runs/NAME")
-    return pathlib.Path(workdir)
+    return workdir_path(workdir)
 
 
-def _make_workdir(path: pathlib.Path) -> None:
+def _make_workdir(path: WorkPath) -> None:
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as err:
@@ -166,11 +205,12 @@ OUTPUT_FILES = ("summary.json", "config.json", "metrics.jsonl", "run_identity.js
 OUTPUT_DIRS = ("checkpoints", "best", "tensorboard")
 
 
-def _check_writable(path: pathlib.Path) -> None:
+def _check_writable(path: WorkPath) -> None:
     try:
         # unique per process: the processes of a multi-host run share one workdir
-        with tempfile.NamedTemporaryFile(dir=path, prefix=".write_test"):
-            pass
+        probe = temporary_sibling(path / ".write_test")
+        probe.write_text("")
+        probe.unlink()
     except OSError as err:
         raise TrainingError(f"workdir {path} is not writable: {err.strerror or err}") from None
     for name in OUTPUT_FILES:
@@ -184,7 +224,7 @@ def _check_writable(path: pathlib.Path) -> None:
 
 
 @contextlib.contextmanager
-def _writing(path: pathlib.Path) -> Iterator[None]:
+def _writing(path: WorkPath) -> Iterator[None]:
     """Turn an OSError of the ``with`` body into one line naming ``path`` (disk full named)."""
     try:
         yield
@@ -195,26 +235,17 @@ def _writing(path: pathlib.Path) -> Iterator[None]:
                             "rerun the same command to resume") from None
 
 
-def _write_atomically(path: pathlib.Path, text: str) -> None:
+def _write_atomically(path: WorkPath, text: str) -> None:
     """Write ``text`` to ``path`` through a temporary file and a rename."""
-    tmp = path.with_name(path.name + ".tmp")
     with _writing(path):
-        tmp.write_text(text)
-        tmp.replace(path)
+        write_text_atomically(path, text)
 
 
-@contextlib.contextmanager
-def _locked(path: pathlib.Path, main_process: bool) -> Iterator[None]:
-    """Hold the workdir lock (process 0 only) for the ``with`` body."""
-    lock = WorkdirLock(path, enabled=main_process)
+def _acquire(lock: WorkdirLock, path: WorkPath) -> None:
     try:
         lock.acquire()
     except OSError as err:
         raise TrainingError(f"workdir {path} is not writable: {err.strerror or err}") from None
-    try:
-        yield
-    finally:
-        lock.release()
 
 
 def load_teacher(config: ml_collections.ConfigDict, dataset: str, mesh) -> Teacher:
@@ -315,7 +346,7 @@ def _log_train(writer: MetricWriter, bar, metrics: dict, step: int, spe: int,
                checkpointer: Checkpointer) -> None:
     if not all(math.isfinite(float(v)) for v in metrics.values()):
         saved = checkpointer.latest.all_steps()
-        where = pathlib.Path(checkpointer.latest.directory)
+        where = checkpointer.latest.directory
         kept = (f"the last checkpoint (step {max(saved)}) in {where} is intact" if saved
                 else "no checkpoint was saved yet")
         raise TrainingError(
@@ -355,26 +386,54 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
       KeyboardInterrupt: a second Ctrl-C during training (nothing more is saved).
     """
     wall_start = time.time()
-    check_config(config)
-    workdir = run_directory(workdir)
     main_process = jax.process_index() == 0
-    _make_workdir(workdir)
-    with _locked(workdir, main_process):
+    lock: WorkdirLock | None = None
+    effective = config
+
+    def start() -> None:  # what may refuse the run; agreed over the processes
+        nonlocal workdir, lock, effective
+        check_config(config)
+        workdir = run_directory(workdir)
+        effective = apply_batch_rule(config, jax.device_count() // config.mesh_model_axis)
+        _make_workdir(workdir)
+        lock = WorkdirLock(workdir, enabled=main_process)
+        _acquire(lock, workdir)
         _check_writable(workdir)
-        check_identity(workdir, config)
-        return _train(config, workdir, wall_start, main_process)
+        check_identity(workdir, effective)
+
+    try:
+        distributed.agree("start", start)
+        return _train(effective, workdir, wall_start, main_process)
+    finally:
+        if lock is not None:
+            lock.release()
 
 
-def _train(config: ml_collections.ConfigDict, workdir: pathlib.Path, wall_start: float,
+def _load_data(config: ml_collections.ConfigDict, main_process: bool
+               ) -> tuple[data_lib.ArraySplit, data_lib.ArraySplit]:
+    """Both splits; process 0 downloads and prepares them first while the others wait, then
+    the others read (one writer of ``data_dir``); a failure anywhere stops every process."""
+    def load() -> tuple[data_lib.ArraySplit, data_lib.ArraySplit]:
+        train = data_lib.load_dataset(config.dataset, "train", config.data_dir or None,
+                                      config.manual_dir or None)
+        test = data_lib.load_dataset(config.dataset, data_lib.eval_split(config.dataset),
+                                     config.data_dir or None, config.manual_dir or None)
+        return train, test
+
+    first = distributed.agree("data-prepare", load if main_process else lambda: None,
+                              timeout_s=6 * 3600.0)
+    rest = distributed.agree("data-read", (lambda: None) if main_process else load,
+                             timeout_s=6 * 3600.0)
+    return first if main_process else rest
+
+
+def _train(config: ml_collections.ConfigDict, workdir: WorkPath, wall_start: float,
            main_process: bool) -> dict:
     """Setup, resume, loop and summary of :func:`train_and_evaluate` (workdir locked)."""
     mesh = make_mesh(config.mesh_model_axis)
 
     spec = spec_from_model_string(config.model, config.dataset)
-    train = data_lib.load_dataset(config.dataset, "train", config.data_dir or None,
-                                  config.manual_dir or None)
-    test = data_lib.load_dataset(config.dataset, data_lib.eval_split(config.dataset),
-                                 config.data_dir or None, config.manual_dir or None)
+    train, test = _load_data(config, main_process)
     if train.num_classes != spec.classes:
         raise TrainingError(f"model {config.model!r} has {spec.classes} classes but "
                             f"{config.dataset} has {train.num_classes}")
@@ -422,11 +481,16 @@ def _train(config: ml_collections.ConfigDict, workdir: pathlib.Path, wall_start:
 
     counts = count(spec)
     meta = {"model": config.model, "dataset": config.dataset}
-    if main_process:
-        with _writing(workdir / "run_identity.json"):
-            record_identity(workdir, config)  # once the config is known to build and restore
-        _write_atomically(workdir / "config.json", config.to_json_best_effort(indent=2))
+
+    def record() -> None:
+        if main_process:
+            with _writing(workdir / "run_identity.json"):
+                record_identity(workdir, config)  # once the config builds and restores
+            _write_atomically(workdir / "config.json", config.to_json_best_effort(indent=2))
+
+    distributed.agree("record", record)
     writer = MetricWriter(workdir, enabled=main_process, tensorboard=config.tensorboard)
+    several = jax.process_count() > 1
 
     step = first_step = int(state.step)
     best = {"accuracy": -1.0, "step": -1}
@@ -435,12 +499,19 @@ def _train(config: ml_collections.ConfigDict, workdir: pathlib.Path, wall_start:
     bar = tqdm(total=steps["total"], initial=step, disable=not (main_process and config.progress),
                desc=config.model, unit="step", dynamic_ncols=True)
     with _Preemption() as preemption:
+        # the signal every process acts on: its own (one process), or agreed (several)
+        stop = (distributed.any_process("preempt", preemption.signal) if several
+                else preemption.signal)
         # One stream over all remaining steps; closing it stops the data threads.
         with contextlib.closing(train_feed(train, config, mesh, step, steps["total"])) as feed:
-            for batch in (() if preemption.requested else feed):
+            for batch in (() if stop or step >= steps["total"] else feed):
                 state, metrics = train_step(state, batch, teacher_vars)
                 step += 1
                 bar.update(1)
+                if not several:
+                    stop = preemption.signal
+                elif step % PREEMPTION_SYNC_STEPS == 0 and step < steps["total"]:
+                    stop = distributed.any_process("preempt", preemption.signal)
                 if step == first_step + 1:
                     timer.start(state)  # the first step compiles: time from here on
                 else:
@@ -460,20 +531,21 @@ def _train(config: ml_collections.ConfigDict, workdir: pathlib.Path, wall_start:
                             best = {"accuracy": last_eval["accuracy"], "step": step}
                         checkpointer.save_best(step, state, {**meta, "epoch": step / spe},
                                                last_eval["accuracy"])
+                    if not several:  # a signal that came during the eval counts now
+                        stop = preemption.signal
                     if (step % steps["checkpoint_every"] == 0 or step == steps["total"]
-                            or preemption.requested):
+                            or stop):
                         checkpointer.save(step, state, {**meta, "epoch": step / spe},
                                           force=True)
-                if step >= steps["total"] or preemption.requested:
+                if step >= steps["total"] or stop:
                     break
     timer.stop(state)
     bar.close()
     checkpointer.close()
     writer.close()
-    if preemption.requested and step < steps["total"]:
-        log.warning("%s: saved step %d; rerun the same command to resume", preemption.signal,
-                    step)
-        return {"preempted": True, "step": step, "signal": preemption.signal}
+    if stop and step < steps["total"]:
+        log.warning("%s: saved step %d; rerun the same command to resume", stop, step)
+        return {"preempted": True, "step": step, "signal": stop}
 
     if last_eval is None:  # resumed a finished run
         last_eval = evaluate(eval_step, state.variables, test, config.batch_size, mesh)
@@ -499,6 +571,6 @@ def _train(config: ml_collections.ConfigDict, workdir: pathlib.Path, wall_start:
         "backend": jax.default_backend(),
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
     }
-    if main_process:
-        _write_atomically(workdir / "summary.json", json.dumps(summary, indent=2))
+    distributed.agree("summary", lambda: main_process and _write_atomically(
+        workdir / "summary.json", json.dumps(summary, indent=2)))
     return summary

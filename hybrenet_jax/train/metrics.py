@@ -1,5 +1,11 @@
 """Metric output: JSON lines and TensorBoard scalars in the workdir (process 0 only).
 
+``metrics.jsonl`` is append-only and survives tears: a writer opening an existing file cuts
+a torn last line (a run killed mid-write) back to the last complete record, and skips records
+of a ``(split, step)`` at or below the last one already logged, so a resumed run (which
+retrains the steps after its checkpoint, bit for bit) never logs a step twice. On cloud
+storage (``gs://``…), which cannot append, the file is rewritten whole on each record.
+
 TensorBoard event files are written with the ``tensorboard`` package alone (its event protos,
 scalar summary builder and record framing); TensorFlow is never imported, so the scalars are
 written whether or not TensorFlow is installed.
@@ -12,10 +18,12 @@ import json
 import logging
 import math
 import os
-import pathlib
 import socket
 import time
 from typing import Mapping
+
+
+from hybrenet_jax.train.storage import is_local, workdir_path, write_text_atomically
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +45,7 @@ class ScalarEventWriter:
         from tensorboard.summary.writer.record_writer import RecordWriter
 
         self._event_pb2, self._scalar_pb = event_pb2, scalar_pb
-        self.logdir = pathlib.Path(logdir)
+        self.logdir = workdir_path(logdir)
         self.logdir.mkdir(parents=True, exist_ok=True)
         self.path = self.logdir / (f"events.out.tfevents.{int(time.time()):010d}."
                                    f"{socket.gethostname()}.{os.getpid()}.{next(_FILE_IDS)}")
@@ -71,24 +79,73 @@ class MetricWriter:
     TensorBoard scalars go to ``workdir/tensorboard`` as ``SPLIT/NAME`` tags.
     """
 
-    def __init__(self, workdir: pathlib.Path, enabled: bool = True, tensorboard: bool = True):
+    def __init__(self, workdir: str | os.PathLike, enabled: bool = True,
+                 tensorboard: bool = True):
         self.enabled = enabled
-        self.path = pathlib.Path(workdir) / "metrics.jsonl"
+        workdir = workdir_path(workdir)
+        self.path = workdir / "metrics.jsonl"
         self.tb: ScalarEventWriter | None = None
-        if enabled and tensorboard:
+        self._local = is_local(self.path)
+        self._text = ""  # the whole file, kept only where it cannot be appended to
+        #: the last step logged per split (records at or below it are skipped)
+        self.last_step: dict[str, int] = {}
+        if not enabled:
+            return
+        self._recover()
+        if tensorboard:
             try:
-                self.tb = ScalarEventWriter(pathlib.Path(workdir) / "tensorboard")
+                self.tb = ScalarEventWriter(workdir / "tensorboard")
             except (ImportError, OSError) as err:  # TensorBoard is a nice-to-have
                 log.warning("TensorBoard summaries disabled: %s", err)
 
+    def _recover(self) -> None:
+        """Read what earlier runs logged; cut a torn last line (the file then ends with the
+        last complete record)."""
+        if not self.path.exists():
+            return
+        data = self.path.read_bytes()
+        keep = 0
+        for line in data.splitlines(keepends=True):
+            if not line.endswith(b"\n"):
+                break  # torn: no newline, the writer died mid-line
+            try:
+                record = json.loads(line)
+                step, split = int(record["step"]), str(record["split"])
+            except (ValueError, KeyError, TypeError):
+                if keep + len(line) == len(data):
+                    break  # a damaged last line is a tear as well
+                keep += len(line)  # an old damaged line in the middle is left as it is
+                continue
+            keep += len(line)
+            self.last_step[split] = max(self.last_step.get(split, step), step)
+        if keep < len(data):
+            log.warning("metrics.jsonl: dropped a torn last line (%d bytes) left by an "
+                        "interrupted run", len(data) - keep)
+            if self._local:
+                with open(os.fspath(self.path), "r+b") as f:
+                    f.truncate(keep)
+            else:
+                write_text_atomically(self.path, data[:keep].decode("utf-8", "replace"))
+        if not self._local:
+            self._text = data[:keep].decode("utf-8", "replace")
+
     def write(self, step: int, split: str, scalars: Mapping[str, float]) -> None:
-        """Record ``scalars`` of ``split`` (``train``, ``eval``) at ``step``."""
+        """Record ``scalars`` of ``split`` (``train``, ``eval``) at ``step`` (skipped if that
+        split already logged this step or a later one)."""
         if not self.enabled:
             return
+        if int(step) <= self.last_step.get(split, -1):
+            return  # logged before an interruption: a resumed run repeats it bit for bit
         clean = {k: (float(v) if math.isfinite(float(v)) else str(float(v)))
                  for k, v in scalars.items()}
-        with self.path.open("a") as f:
-            f.write(json.dumps({"step": int(step), "split": split, **clean}) + "\n")
+        line = json.dumps({"step": int(step), "split": split, **clean}) + "\n"
+        if self._local:
+            with open(os.fspath(self.path), "a") as f:
+                f.write(line)
+        else:
+            self._text += line
+            write_text_atomically(self.path, self._text)
+        self.last_step[split] = int(step)
         if self.tb is not None:
             self.tb.scalars(step, {f"{split}/{key}": float(v) for key, v in scalars.items()})
 

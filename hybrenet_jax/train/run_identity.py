@@ -15,12 +15,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import pathlib
-import tempfile
 from collections.abc import Mapping
 from typing import Any
 
+
 from hybrenet_jax.train.checkpoint import CheckpointError
+from hybrenet_jax.train.storage import WorkPath, workdir_path, write_text_atomically
 
 IDENTITY_FILE = "run_identity.json"
 
@@ -56,7 +56,7 @@ def recorded_identity(workdir: str | os.PathLike) -> dict[str, Any] | None:
     Raises:
       RunIdentityError: the record exists but cannot be read.
     """
-    workdir = pathlib.Path(workdir)
+    workdir = workdir_path(workdir)
     path = workdir / IDENTITY_FILE
     if path.exists():
         try:
@@ -70,7 +70,7 @@ def recorded_identity(workdir: str | os.PathLike) -> dict[str, Any] | None:
     return _legacy_identity(workdir)
 
 
-def _legacy_identity(workdir: pathlib.Path) -> dict[str, Any] | None:
+def _legacy_identity(workdir: WorkPath) -> dict[str, Any] | None:
     """Model and dataset from the newest readable checkpoint ``meta`` (no identity file)."""
     for sub in ("checkpoints", "best"):
         directory = workdir / sub
@@ -112,15 +112,12 @@ def check_identity(workdir: str | os.PathLike, config: Mapping) -> None:
 
 def record_identity(workdir: str | os.PathLike, config: Mapping) -> None:
     """Write ``config``'s identity into ``workdir`` unless one is recorded (atomic rename)."""
-    path = pathlib.Path(workdir) / IDENTITY_FILE
+    path = workdir_path(workdir) / IDENTITY_FILE
     if path.exists():
         return
     fields = identity_of(config)
     record = {"fields": fields, "fingerprint": fingerprint(fields)}
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{IDENTITY_FILE}.",
-                                     delete=False) as tmp:
-        tmp.write(json.dumps(record, indent=1, sort_keys=True))
-    pathlib.Path(tmp.name).replace(path)
+    write_text_atomically(path, json.dumps(record, indent=1, sort_keys=True))
 
 
 def _short(value: Any) -> str:

@@ -4,18 +4,25 @@ Process 0 of a run holds the lock for the run's duration; a second run on the sa
 is refused with :class:`WorkdirBusyError` naming the holder (pid, host, start time) and
 changes nothing. The lock file stays behind (a stale file locks nothing: the kernel drops an
 flock when its holder exits, even by ``kill -9``).
+
+A workdir on cloud storage (``gs://``, ``s3://``, ``az://``) has no flock: no lock is taken
+there (a warning says so), and keeping to one run per such workdir is the user's job. On a
+network filesystem the lock is only as good as its ``flock``.
 """
 
 from __future__ import annotations
 
 import fcntl
 import json
+import logging
 import os
-import pathlib
 import socket
 import time
 
 from hybrenet_jax.errors import HybrenetError
+from hybrenet_jax.train.storage import is_local, workdir_path
+
+log = logging.getLogger(__name__)
 
 LOCK_FILE = "run.lock"
 
@@ -28,15 +35,19 @@ class WorkdirLock:
     """Context manager holding the workdir's lock (a no-op when ``enabled`` is False)."""
 
     def __init__(self, workdir: str | os.PathLike, enabled: bool = True) -> None:
-        self.path = pathlib.Path(workdir) / LOCK_FILE
+        self.path = workdir_path(workdir) / LOCK_FILE
         self.enabled = enabled
         self._fd: int | None = None
+        if enabled and not is_local(self.path):
+            log.warning("workdir %s is on cloud storage, where no lock can be taken: make sure "
+                        "no other run uses it", self.path.parent)
+            self.enabled = False
 
     def acquire(self) -> None:
         """Take the lock or raise :class:`WorkdirBusyError`; OSError if it cannot be opened."""
         if not self.enabled or self._fd is not None:
             return
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = os.open(os.fspath(self.path), os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
