@@ -31,7 +31,6 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import json
-import os
 import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
@@ -304,21 +303,22 @@ def _error_record(err: BaseException) -> str:
                        "hybrenet": isinstance(err, HybrenetError)})
 
 
-def _rebuild(record: dict, process: int) -> HybrenetError:
-    from hybrenet_jax.train import checkpoint, loop, run_identity, workdir_lock
-    from hybrenet_jax.train.config_rules import ConfigError
+def _error_classes() -> dict[str, type]:
+    """Every loaded :class:`HybrenetError` subclass by name (the error types a refusal can
+    have: config, lock, run identity, checkpoint, dataset, ...), without importing them."""
+    found: dict[str, type] = {}
+    stack: list[type] = [HybrenetError]
+    while stack:
+        cls = stack.pop()
+        found.setdefault(cls.__name__, cls)
+        stack.extend(cls.__subclasses__())
+    return found
 
-    classes = {cls.__name__: cls for cls in (
-        loop.TrainingError, checkpoint.CheckpointError, run_identity.RunIdentityError,
-        workdir_lock.WorkdirBusyError, ConfigError, ClusterError)}
+
+def _rebuild(record: dict, process: int) -> HybrenetError:
     if not record.get("hybrenet"):
         return ClusterError(f"process {process} failed: {record['type']}: {record['message']}")
-    try:
-        from hybrenet_jax.data.errors import DatasetError
-        classes[DatasetError.__name__] = DatasetError
-    except ImportError:  # pragma: no cover
-        pass
-    cls = classes.get(record["type"], HybrenetError)
+    cls = _error_classes().get(record["type"], HybrenetError)
     err = cls.__new__(cls)
     Exception.__init__(err, record["message"])
     return err

@@ -57,7 +57,7 @@ def _snapshot(directory):
     ("--config.distill.temperature=0", "distill.temperature=0.0: must be > 0.0"),
     ("--config.data_workers=-2", "data_workers=-2: must be in [0, 256] (0: automatic)"),
     ("--config.checkpoint_keep_best=100000", "checkpoint_keep_best=100000: must be in [0, 1000]"),
-    ("--config.dataset=mnist", "dataset='mnist': accepted: digits, cifar100"),
+    ("--config.dataset=mnist", "dataset='mnist': accepted: cifar100, cifar10, tinyimagenet, digits"),
     ("--config.seed=-1", "seed=-1: must be in [0, 4294967295]"),
     ("--config.distill.teacher_checkpoint=first", "accepted: best, latest"),
 ])
