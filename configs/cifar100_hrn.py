@@ -9,7 +9,7 @@ HRN-5x5x3x. Paper top-1: HRN-5x5x3x 78.40%, ResNet18 79.01% (without KD).
 
 from __future__ import annotations
 
-from configs.base import base_config
+from hybrenet_jax.config import base_config
 
 
 def get_config(arg: str | None = None):

@@ -10,7 +10,7 @@ Needs no download: the digits ship with scikit-learn.
 
 from __future__ import annotations
 
-from configs.base import base_config
+from hybrenet_jax.config import base_config
 
 
 def get_config(arg: str | None = None):

@@ -17,7 +17,7 @@ beta: 1 by default, one of the paper's sweep {0.8, 1, 2, 6}; pick another with
 
 from __future__ import annotations
 
-from configs.base import base_config
+from hybrenet_jax.config import base_config
 from configs.kd import parse_arg
 
 #: DKD warm-up epochs added to the base schedule (spec §7).

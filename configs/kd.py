@@ -8,7 +8,7 @@ T=4, loss = 0.1*CE + 0.9*KD*T^2 (spec §7).
 
 from __future__ import annotations
 
-from configs.base import base_config
+from hybrenet_jax.config import base_config
 
 
 def parse_arg(arg: str | None, default_model: str) -> tuple[str, str]:

@@ -8,7 +8,7 @@ CIFAR-100: 79.01%.
 
 from __future__ import annotations
 
-from configs.base import base_config
+from hybrenet_jax.config import base_config
 
 
 def get_config(arg: str | None = None):

@@ -9,7 +9,7 @@ builder. Paper top-1 (KD): HRN-5x5x3x thinned 65.76%.
 
 from __future__ import annotations
 
-from configs.base import base_config
+from hybrenet_jax.config import base_config
 
 
 def get_config(arg: str | None = None):

@@ -25,3 +25,7 @@ class DesignError(HybrenetError):
 
 class VariablesMismatchError(HybrenetError):
     """Variables (checkpoint, teacher, bundle) do not fit the model their description builds."""
+
+
+class ConfigError(HybrenetError):
+    """A config file, an override or a config field is wrong (the message names each one)."""

@@ -352,7 +352,7 @@ def test_closing_the_generator_stops_the_worker_threads(wrapped):
 def test_training_feed_is_the_same_for_every_worker_count():
     import jax
 
-    from configs.base import base_config
+    from hybrenet_jax.config import base_config
     from hybrenet_jax.train.loop import make_mesh, train_feed
 
     data = indexed(100)

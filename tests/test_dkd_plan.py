@@ -135,7 +135,7 @@ def test_add_epochs_on_epoch_and_step_based_configs():
 
 
 def test_configs_follow_the_paper_not_the_dkd_authors_default():
-    from configs.base import base_config
+    from hybrenet_jax.config import base_config
     from configs.dkd import get_config as dkd_config
 
     assert base_config().distill.dkd_beta != 8.0

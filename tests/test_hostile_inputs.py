@@ -87,7 +87,7 @@ def test_an_empty_workdir_is_an_error_not_the_current_folder(tmp_path):
 
 
 def test_the_rule_table_covers_every_field_of_the_base_config():
-    from configs.base import base_config
+    from hybrenet_jax.config import base_config
 
     def dotted(config, prefix=""):
         for key, value in config.items():

@@ -17,11 +17,12 @@ from conftest import ROOT, tiny_config
 from hybrenet_jax.cli import main
 from hybrenet_jax.design import DesignError
 from hybrenet_jax.pipeline import jobs
-from hybrenet_jax.pipeline.configfile import apply_overrides, load_config, split_overrides
+from hybrenet_jax.config import apply_overrides, load_config, split_overrides
 from hybrenet_jax.pipeline.criticality import (load_result, measure_criticality,
                                                stage_only_model)
 from hybrenet_jax.pipeline.deepreduce import plan_deepreduce
 from hybrenet_jax.pipeline.deepreshape import plan_deepreshape
+from hybrenet_jax.errors import ConfigError
 from hybrenet_jax.pipeline.errors import PipelineError
 from hybrenet_jax.pipeline.naming import run_dir_name
 from hybrenet_jax.pipeline.settings import ensure_pipeline_section
@@ -78,11 +79,11 @@ def test_config_file_and_overrides():
                              "learning_rate=0.5", "pipeline.teacher_model=resnet18"])
     assert (config.num_epochs, config.distill.kind, config.tensorboard) == (2, "dkd", True)
     assert config.learning_rate == 0.5 and config.pipeline.teacher_model == "resnet18"
-    with pytest.raises(PipelineError, match="no such config field"):
+    with pytest.raises(ConfigError, match="no such config field"):
         apply_overrides(config, ["num_epoch=2"])
-    with pytest.raises(PipelineError, match="expected a int"):
+    with pytest.raises(ConfigError, match="expected a int"):
         apply_overrides(config, ["num_epochs=two"])
-    with pytest.raises(PipelineError, match="cannot import|expected an existing"):
+    with pytest.raises(ConfigError, match="cannot import|expected an existing"):
         load_config(str(ROOT / "configs" / "nope.py"))
     assert split_overrides(["--config.a=1", "X", "--config.b.c", "2", "--dry-run"]) == \
         (["a=1", "b.c=2"], ["X", "--dry-run"])

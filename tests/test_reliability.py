@@ -92,9 +92,12 @@ def test_cost_is_finite_positive_and_grows_with_relus(case, threads):
 
 # -- training: bad overrides, divergence, disk full ----------------------------------------
 @pytest.mark.parametrize("args,fragment", [
-    (["--config.bogus=1"], "unknown config field"),
-    (["--config.batch_size=abc"], "invalid literal for int()"),
-    (["--config=configs/nonexistent.py"], "could not load --config=configs/nonexistent.py"),
+    (["--config.bogus=1"], "--config.bogus: no such config field"),
+    (["--config.batch_size=abc"], "--config.batch_size='abc': expected a int"),
+    (["--config=configs/nonexistent.py"], "'configs/nonexistent.py': expected an existing"),
+    (["--config.distill.bogus", "1"], "--config.distill.bogus: no such config field"),
+    (["--config.model"], "--config.model: missing value"),
+    (["--workdir"], "expected one argument"),
     (["--config.model=hrn-2x2x2x:m=0"], "m='0' must be a positive integer"),
 ])
 def test_launch_usage_errors_exit_2_with_one_message(tmp_path, args, fragment):
@@ -199,7 +202,7 @@ VALUE = st.one_of(st.integers(-5, 500).map(str), st.floats(-1e3, 1e3).map(repr),
 @given(FIELD, VALUE)
 def test_config_overrides_apply_with_the_field_type_or_fail_clearly(field, value):
     from configs.default import get_config
-    from hybrenet_jax.pipeline.configfile import apply_overrides
+    from hybrenet_jax.config import apply_overrides
 
     config = get_config()
     before = config.to_dict()

@@ -19,11 +19,12 @@ from hybrenet_jax.runtime import configure_xla
 
 #: Verb modules in the order ``--help`` lists them.
 VERBS: tuple[str, ...] = (
-    "count", "summary", "design", "plan", "cost", "pareto", "plot_distribution", "export",
-    "criticality", "deepreshape", "deepreduce", "snl",
+    "train", "count", "summary", "design", "plan", "cost", "pareto", "plot_distribution",
+    "export", "criticality", "deepreshape", "deepreduce", "snl",
 )
 
 _EPILOG = """examples:
+  hybrenet train --config configs/default.py --workdir runs/default --config.num_epochs=2
   hybrenet count resnet18 hrn-5x5x3x wrn22x8
   hybrenet count "hrn-2x5x3x:cull=S1,thin=S2+S3+S4,reuse=4" --dataset tinyimagenet --json
   hybrenet design --depths 2-2-2-2 --order S3,S2,S4,S1
@@ -66,7 +67,7 @@ def capped(message: str, limit: int = MAX_MESSAGE) -> str:
             f"{message[-half:]}")
 
 
-class _Parser(argparse.ArgumentParser):
+class OneLineParser(argparse.ArgumentParser):
     """An ``ArgumentParser`` whose usage errors echo at most :data:`MAX_MESSAGE` characters
     of what was given (``--dataset`` with 100,000 characters, a huge unknown option)."""
 
@@ -77,7 +78,7 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     """The top-level parser with every verb registered."""
-    parser = _Parser(
+    parser = OneLineParser(
         prog="hybrenet",
         description="Design, count and plan HybReNets for private inference (DeepReShape).",
         epilog=EPILOG,
@@ -90,10 +91,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str]) -> argparse.Namespace:
+    """Parse ``argv``; ``--config.a.b=v`` overrides (which argparse cannot declare) are taken
+    out first and land in ``args.config_overrides``, for verbs that read a ``--config``."""
+    from hybrenet_jax.config import split_overrides
+
+    try:
+        overrides, rest = split_overrides(argv)
+    except HybrenetError as err:
+        parser.error(str(err))
+    args = parser.parse_args(rest)
+    if overrides and not hasattr(args, "config"):
+        parser.error(f"--config.{overrides[0].partition('=')[0]}: this command reads no config "
+                     "file")
+    args.config_overrides = overrides
+    return args
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit code (0 ok, 2 user error)."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parse_args(parser, sys.argv[1:] if argv is None else list(argv))
     try:
         return int(args.func(args) or 0)
     except HybrenetError as err:

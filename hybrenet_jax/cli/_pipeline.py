@@ -17,7 +17,7 @@ import ml_collections
 
 from hybrenet_jax.cli._table import format_table
 from hybrenet_jax.dataset_info import DATASETS
-from hybrenet_jax.pipeline.configfile import config_from_args, split_overrides
+from hybrenet_jax.config import config_from_args
 from hybrenet_jax.pipeline.errors import PipelineError
 from hybrenet_jax.pipeline.settings import DISTILL, ensure_pipeline_section, parse_dkd_betas
 
@@ -32,29 +32,12 @@ DRY_RUN_DIR = pathlib.Path("DIR")
 
 def add_config_arguments(parser: argparse.ArgumentParser, required: bool = True,
                          note: str = "") -> None:
-    """Add ``--config FILE.py[:ARG]`` and accept ``--config.a.b=v`` overrides on ``parser``.
-
-    argparse cannot declare options with free-form names, so the parser's
-    ``parse_known_args`` is wrapped: override tokens are removed before parsing and stored
-    in ``args.config_overrides``.
-    """
+    """Add ``--config FILE.py[:ARG]``; ``--config.a.b=v`` overrides are taken out of the
+    command line by :func:`hybrenet_jax.cli.parse_args` into ``args.config_overrides``."""
     parser.add_argument("--config", required=required, default=None, metavar="FILE.py[:ARG]",
                         help="training config file, e.g. configs/pipeline_digits.py; any field "
                              "can be overridden with --config.FIELD=VALUE "
                              "(e.g. --config.num_epochs=2)" + note)
-    original = parser.parse_known_args
-
-    def parse_known_args(args=None, namespace=None):
-        tokens = sys.argv[1:] if args is None else list(args)
-        try:
-            overrides, rest = split_overrides(tokens)
-        except PipelineError as err:
-            parser.error(str(err))
-        parsed, extras = original(rest, namespace)
-        parsed.config_overrides = overrides
-        return parsed, extras
-
-    parser.parse_known_args = parse_known_args  # type: ignore[method-assign]
 
 
 def add_training_arguments(p: argparse.ArgumentParser, config_required: bool) -> None:

@@ -70,7 +70,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     # JAX and the training loop load only when the verb runs.
-    from hybrenet_jax.pipeline.configfile import config_from_args  # noqa: PLC0415
+    from hybrenet_jax.config import config_from_args  # noqa: PLC0415
     from hybrenet_jax.pipeline.jobs import Preempted  # noqa: PLC0415
     from hybrenet_jax.snl.run import run_snl  # noqa: PLC0415
     from hybrenet_jax.snl.settings import ensure_snl_section  # noqa: PLC0415

@@ -4,10 +4,11 @@
 * :mod:`.deepreshape` — criticality order -> equalized HRNs -> Algorithm 2 variants;
 * :mod:`.deepreduce` — culled / thinned / channel-scaled variants of classical networks;
 * :mod:`.runner` and :mod:`.jobs` — resumable training of a plan and ``results.jsonl``;
-* :mod:`.configfile` — ``--config FILE.py[:ARG]`` and ``--config.a.b=v`` for the CLI verbs
-  (their argparse side: :mod:`hybrenet_jax.cli._pipeline`).
+
+Config files and ``--config.a.b=v`` overrides are :mod:`hybrenet_jax.config`'s, as for
+``launch.train``; their argparse side is :mod:`hybrenet_jax.cli._pipeline`.
 
 See ``docs/pipeline.md`` for the commands and a worked example on the digits dataset.
 Submodules are imported explicitly (``from hybrenet_jax.pipeline.runner import ...``) so that
-the light ones (:mod:`.configfile`, :mod:`.settings`) do not pull in JAX.
+the light ones (:mod:`.settings`, :mod:`.planning`) do not pull in JAX.
 """

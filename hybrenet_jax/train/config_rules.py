@@ -1,6 +1,6 @@
 """Per-field rules of a training config, checked before anything is built or compiled.
 
-:data:`RULES` maps every field of ``configs/base.py`` to what it accepts (type, range, choices,
+:data:`RULES` maps every field of ``hybrenet_jax/config.py`` to what it accepts (type, range, choices,
 finite numbers); :func:`validate_config` checks a config against the table and raises one
 :class:`ConfigError` naming every bad field. Fields a config adds beyond the table (``snl``,
 ``pipeline``) belong to other tools and are not checked here. Rules that involve the machine
@@ -16,12 +16,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from hybrenet_jax.data.registry import LOADABLE
-from hybrenet_jax.errors import HybrenetError
+from hybrenet_jax.errors import ConfigError
 from hybrenet_jax.train.state import OPTIMIZERS, SCHEDULES
-
-
-class ConfigError(HybrenetError):
-    """A config field has a value outside what it accepts (the message names every one)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -191,7 +187,7 @@ def problems(config: Mapping) -> list[str]:
         present, value = _lookup(config, name)
         if not present:
             if name not in OPTIONAL:
-                found.append(f"{name} is missing (see configs/base.py)")
+                found.append(f"{name} is missing (see hybrenet_jax/config.py)")
             continue
         why = rule.check(value)
         if why:

@@ -71,7 +71,7 @@ DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 #: Several processes agree on a preemption signal every this many steps (a host-side message
 #: through JAX's coordination service; it does not wait for the devices).
 PREEMPTION_SYNC_STEPS = 10
-#: How ``batch_size`` relates to the devices (``configs/base.py``: ``batch_rule``).
+#: How ``batch_size`` relates to the devices (``hybrenet_jax/config.py``: ``batch_rule``).
 BATCH_RULES = ("global", "per_device")
 DISTILL = RULES["distill.kind"].choices
 if tuple(DTYPES) != RULES["dtype"].choices:  # one list of dtypes: the rule table's

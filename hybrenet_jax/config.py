@@ -1,13 +1,19 @@
-"""Config files for the pipeline verbs: ``--config FILE.py[:ARG]`` plus ``--config.a.b=v``.
+"""Training configuration: the schema with the paper's defaults, config files and overrides.
 
-The training entry point (``launch.train``) reads configs through absl flags; the ``hybrenet``
-verbs use argparse, so this module loads the same ``configs/*.py`` files itself:
+One place for all of it, used by ``python -m launch.train``/``hybrenet train`` and every
+``hybrenet`` verb alike:
 
+* :func:`base_config` — every field a training config has, with the paper's recipe (spec §7)
+  as defaults; each field has a rule in :mod:`hybrenet_jax.train.config_rules` (a test keeps
+  the two in step). ``configs/*.py`` files start from it and change what differs.
 * :func:`load_config` imports ``FILE.py`` and calls its ``get_config(ARG)``;
-* :func:`apply_overrides` sets existing fields from ``a.b=value`` strings, converting the text
-  to the field's current type (a typo in a field name is an error, as with ``launch.train``);
+* :func:`apply_overrides` sets existing fields from ``a.b=value`` strings (``--config.a.b=v``),
+  converting the text to the field's current type (a typo in a field name is an error);
 * :func:`config_from_args` applies both to parsed command-line arguments (the argparse side,
   ``add_config_arguments``, lives in :mod:`hybrenet_jax.cli._pipeline`).
+
+Durations are resolved at run time: when ``total_steps > 0`` it overrides ``num_epochs``;
+``*_every_steps = 0`` means once per epoch.
 """
 
 from __future__ import annotations
@@ -20,23 +26,73 @@ from typing import Any, Callable, Sequence
 
 import ml_collections
 
-from hybrenet_jax.pipeline.errors import PipelineError
+from hybrenet_jax.errors import ConfigError
 
 OVERRIDE_PREFIX = "--config."
 _TRUE = ("true", "1", "yes", "on")
 _FALSE = ("false", "0", "no", "off")
 
 
+def base_config() -> ml_collections.ConfigDict:
+    """The paper recipe: SGD momentum 0.9, lr 0.1 cosine, batch 128, wd 4e-4, 200 epochs."""
+    c = ml_collections.ConfigDict()
+    c.seed = 0
+    c.model = "resnet18"
+    c.dataset = "cifar100"
+    c.data_dir = ""
+    c.manual_dir = ""
+    c.batch_size = 128
+    # global: batch_size is the global batch on any number of devices (paper recipe);
+    # per_device: batch_size per data-axis device, learning_rate scaled by the device count
+    c.batch_rule = "global"
+    c.num_epochs = 200
+    c.total_steps = 0
+    c.optimizer = "sgd"
+    c.learning_rate = 0.1
+    c.lr_schedule = "cosine"
+    c.warmup_epochs = 0.0
+    c.momentum = 0.9
+    c.nesterov = False
+    c.weight_decay = 4e-4
+    c.label_smoothing = 0.0
+    c.crop_padding = 4
+    c.flip = True
+    c.augment = True
+    c.dtype = "float32"
+    c.mesh_model_axis = 1
+    c.prefetch = 2
+    c.data_workers = 0  # threads preparing training batches; 0: min(4, cores); same batches
+    c.log_every_steps = 50
+    c.eval_every_steps = 0
+    c.checkpoint_every_steps = 0
+    c.checkpoint_keep = 2
+    c.checkpoint_keep_best = 1
+    c.async_checkpointing = True
+    c.tensorboard = True
+    c.progress = True
+    c.distill = ml_collections.ConfigDict()
+    c.distill.kind = "none"  # none | kd | dkd
+    c.distill.teacher_workdir = ""
+    c.distill.teacher_model = ""  # default: the model string recorded in the teacher's run
+    c.distill.teacher_checkpoint = "best"  # best | latest
+    c.distill.temperature = 4.0
+    c.distill.kd_weight = 0.9
+    c.distill.dkd_alpha = 1.0
+    c.distill.dkd_beta = 1.0  # one of the paper's sweep 0.8/1/2/6 (DKD authors' own: 8)
+    c.distill.dkd_warmup_epochs = 20.0
+    return c
+
+
 def load_config(text: str) -> ml_collections.ConfigDict:
     """Load ``PATH.py[:ARG]``: import the file and return ``get_config(ARG)`` (a copy).
 
-    The folder above the file's folder goes on ``sys.path`` so that ``configs/x.py`` can
-    ``from configs.base import base_config`` wherever the command runs.
+    The folder above the file's folder goes on ``sys.path`` so that a config file can import
+    its siblings (``from configs.default import get_config``) wherever the command runs.
     """
     path_text, _, arg = text.partition(":")
     path = pathlib.Path(path_text)
     if path.suffix != ".py" or not path.is_file():
-        raise PipelineError(f"--config {text!r}: expected an existing configs/NAME.py[:ARG] file")
+        raise ConfigError(f"--config {text!r}: expected an existing configs/NAME.py[:ARG] file")
     root = str(path.resolve().parent.parent)
     if root not in sys.path:
         sys.path.insert(0, root)
@@ -46,14 +102,14 @@ def load_config(text: str) -> ml_collections.ConfigDict:
     try:
         spec.loader.exec_module(module)
     except Exception as err:  # noqa: BLE001 - any import failure is the file's fault
-        raise PipelineError(f"--config {path}: cannot import it ({type(err).__name__}: {err})"
+        raise ConfigError(f"--config {path}: cannot import it ({type(err).__name__}: {err})"
                             ) from None
     get_config: Callable | None = getattr(module, "get_config", None)
     if get_config is None:
-        raise PipelineError(f"--config {path}: the file defines no get_config(arg)")
+        raise ConfigError(f"--config {path}: the file defines no get_config(arg)")
     config = get_config(arg or None)
     if not isinstance(config, ml_collections.ConfigDict):
-        raise PipelineError(f"--config {path}: get_config() must return an ml_collections "
+        raise ConfigError(f"--config {path}: get_config() must return an ml_collections "
                             f"ConfigDict, got {type(config).__name__}")
     return copy.deepcopy(config)
 
@@ -65,17 +121,17 @@ def _convert(current: object, text: str, key: str) -> object:
             return True
         if low in _FALSE:
             return False
-        raise PipelineError(f"--config.{key}={text!r}: expected true or false")
+        raise ConfigError(f"--config.{key}={text!r}: expected true or false")
     for kind in (int, float):
         if isinstance(current, kind):
             try:
                 return kind(text)
             except ValueError:
-                raise PipelineError(f"--config.{key}={text!r}: expected a {kind.__name__}"
+                raise ConfigError(f"--config.{key}={text!r}: expected a {kind.__name__}"
                                     ) from None
     if current is None or isinstance(current, str):
         return text
-    raise PipelineError(f"--config.{key}: fields of type {type(current).__name__} cannot be "
+    raise ConfigError(f"--config.{key}: fields of type {type(current).__name__} cannot be "
                         "set from the command line")
 
 
@@ -85,17 +141,17 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: Sequence[str]
     for item in overrides:
         key, eq, value = item.partition("=")
         if not eq or not key:
-            raise PipelineError(f"config override {item!r} is not of the form a.b=value")
+            raise ConfigError(f"config override {item!r} is not of the form a.b=value")
         *parents, leaf = key.split(".")
         target = config
         for i, parent in enumerate(parents):
             if parent not in target or not isinstance(target[parent], ml_collections.ConfigDict):
-                raise PipelineError(f"--config.{key}: config has no section "
+                raise ConfigError(f"--config.{key}: config has no section "
                                     f"{'.'.join(parents[:i + 1])!r}")
             target = target[parent]
         if leaf not in target:
             known = ", ".join(sorted(target.keys()))
-            raise PipelineError(f"--config.{key}: no such config field; fields here: {known}")
+            raise ConfigError(f"--config.{key}: no such config field; fields here: {known}")
         target[leaf] = _convert(target[leaf], value, key)
     return config
 
@@ -112,7 +168,7 @@ def split_overrides(argv: Sequence[str]) -> tuple[list[str], list[str]]:
             body = token[len(OVERRIDE_PREFIX):]
             if "=" not in body:
                 if i + 1 >= len(tokens):
-                    raise PipelineError(f"{token}: missing value (use {token}=VALUE)")
+                    raise ConfigError(f"{token}: missing value (use {token}=VALUE)")
                 body = f"{body}={tokens[i + 1]}"
                 i += 1
             overrides.append(body)
