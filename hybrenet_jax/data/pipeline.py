@@ -22,6 +22,7 @@ copies of example 0) and a ``mask`` marks real rows, so every process runs
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -85,15 +86,8 @@ def train_batches(
     *,
     seed: int,
     epoch: int,
-    process_index: int = 0,
-    process_count: int = 1,
-    normalization: Normalization | None = None,
-    crop_padding: int = 4,
-    flip: bool = True,
-    augment: bool = True,
     start_batch: int = 0,
-    workers: int | None = None,
-    ahead: int | None = None,
+    **options: Any,
 ) -> Iterator[Batch]:
     """Yield this process's share of every training batch of one epoch.
 
@@ -102,18 +96,9 @@ def train_batches(
       global_batch_size: rows of a global batch (over all processes).
       seed: run seed (>= 0); with ``epoch`` it fixes order and augmentation.
       epoch: epoch number (>= 0).
-      process_index: this process (``jax.process_index()``).
-      process_count: number of processes (``jax.process_count()``).
-      normalization: per-channel constants; ``None`` uses the dataset's (by ``data.name``).
-      crop_padding: zero padding for the random crop (4 in the paper; 0 disables cropping).
-      flip: whether to apply random horizontal flips.
-      augment: ``False`` disables crop and flip (same order, no augmentation).
       start_batch: first global batch to produce (to resume inside an epoch).
-      workers: threads preparing batches concurrently (``None`` or 0: ``default_workers()``,
-        i.e. ``min(4, cores)``; 1: one after another in the caller's thread, no threads).
-        The batches do not depend on it.
-      ahead: with ``workers > 1``, most batches in preparation or ready ahead of the consumer
-        (default ``2 * workers``).
+      **options: the keyword arguments of :func:`train_stream` (processes, normalisation,
+        augmentation, workers).
 
     Yields:
       ``{"image": float32 [G/P, H, W, C], "label": int32 [G/P]}``,
@@ -126,9 +111,7 @@ def train_batches(
     spe = steps_per_epoch(len(data), global_batch_size)
     yield from train_stream(
         data, global_batch_size, seed=seed, start_step=epoch * spe + min(start_batch, spe),
-        stop_step=(epoch + 1) * spe, process_index=process_index, process_count=process_count,
-        normalization=normalization, crop_padding=crop_padding, flip=flip, augment=augment,
-        workers=workers, ahead=ahead)
+        stop_step=(epoch + 1) * spe, **options)
 
 
 def train_stream(
@@ -150,8 +133,22 @@ def train_stream(
     """Yield the training batches of steps ``start_step .. stop_step - 1``, across epochs.
 
     Step ``s`` is batch ``s % S`` of epoch ``s // S`` (``S = steps_per_epoch``), the batch
-    :func:`train_batches` makes; one stream keeps the workers busy over epoch boundaries.
-    ``stop_step=None`` never stops. The other arguments are those of :func:`train_batches`.
+    :func:`train_batches` makes for that epoch; one stream keeps the workers busy over epoch
+    boundaries. ``stop_step=None`` never stops.
+
+    Args:
+      process_index: this process (``jax.process_index()``).
+      process_count: number of processes (``jax.process_count()``).
+      normalization: per-channel constants; ``None`` uses the dataset's (by ``data.name``).
+      crop_padding: zero padding for the random crop (4, the common CIFAR choice; 0 disables
+        cropping).
+      flip: whether to apply random horizontal flips.
+      augment: ``False`` disables crop and flip (same order, no augmentation).
+      workers: threads preparing batches concurrently (``None`` or 0: ``default_workers()``,
+        i.e. ``min(4, cores)``; 1: one after another in the caller's thread, no threads).
+        The batches do not depend on it.
+      ahead: with ``workers > 1``, most batches in preparation or ready ahead of the consumer
+        (default ``2 * workers``).
     """
     rows = _local_rows(global_batch_size, process_index, process_count)
     norm = _resolve_normalization(data, normalization)
