@@ -29,7 +29,7 @@ from hybrenet_jax.trace import measure
 from hybrenet_jax.train.loop import make_mesh
 from hybrenet_jax.train.state import create_state, learning_rate_schedule, make_optimizer
 from hybrenet_jax.train.steps import LossConfig, make_train_step, replicated
-from hybrenet_jax.variables import expected_shapes, unflatten
+from test_export import random_variables
 
 #: The RegNet paper's parameters (d, w_0, w_a, w_m, g) of each preset, as listed in pycls's
 #: configs/dds_baselines/regnetx/RegNetX-*MF_dds_8gpu.yaml, and the published widths, depths.
@@ -186,21 +186,6 @@ def test_m_scales_stem_widths_and_group_width():
     assert groups == full  # ScaleCh keeps the number of groups
     small = spec_from_model_string(SMALL)
     assert all(w % small.group_width == 0 for w in small.widths)
-
-
-def random_variables(spec, seed: int = 0) -> dict:
-    rng = np.random.default_rng(seed)
-    flat = {}
-    for key, (shape, dtype) in expected_shapes(spec).items():
-        leaf = key.rsplit("/", 1)[-1]
-        if leaf == "kernel":
-            value = rng.normal(0.0, np.sqrt(1.0 / np.prod(shape[:-1])), shape)
-        elif leaf in ("scale", "var"):
-            value = rng.uniform(0.6, 1.4, shape)
-        else:
-            value = rng.normal(0.0, 0.2, shape)
-        flat[key] = value.astype(dtype)
-    return unflatten(flat)
 
 
 def test_onnx_and_folded_graph_match_the_jax_model():
