@@ -56,7 +56,7 @@ the choices.
 from __future__ import annotations
 
 import dataclasses
-from typing import Iterator, Sequence, Union
+from typing import Iterator, Literal, Sequence, Union
 
 from hybrenet_jax.errors import DescriptionError
 from hybrenet_jax.netspec import NetSpec
@@ -269,13 +269,16 @@ class ReluSite:
         return self.active_channels * self.hw**2
 
 
+PoolKind = Literal["avg2", "global"]
+
+
 @dataclasses.dataclass(frozen=True)
 class Pool:
     """Average pooling: ``kind`` is ``"avg2"`` (2x2, stride 2) or ``"global"``."""
 
     name: str
     stage: int
-    kind: str
+    kind: PoolKind
     channels: int
     in_hw: int
 
@@ -299,6 +302,8 @@ class Dense:
 
 
 Layer = Union[Conv, BatchNorm, ReluSite, Pool, Dense]
+#: What a :class:`Block` is (its wiring); :data:`RESIDUAL` are the kinds with a residual add.
+BlockKind = Literal["stem", "basic", "bottleneck", "preact", "plain", "head"]
 #: Block kinds with a residual add (wired as :class:`Block` says).
 RESIDUAL = ("basic", "bottleneck", "preact")
 
@@ -335,7 +340,7 @@ class Block:
 
     name: str
     stage: int
-    kind: str
+    kind: BlockKind
     main: tuple[Layer, ...]
     shortcut: tuple[Layer, ...] = ()
     after_add: tuple[Layer, ...] = ()

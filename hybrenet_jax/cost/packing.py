@@ -34,6 +34,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+from typing import Literal
 
 from hybrenet_jax.errors import HybrenetError
 
@@ -274,7 +275,7 @@ def fc_ops(in_features: int, out_features: int) -> HeOps:
 class LayerShape:
     """Geometry of one linear layer as Delphi sees it (an FC layer: kernel, stride, in_hw 1)."""
 
-    kind: str  # "conv" or "fc"
+    kind: Literal["conv", "fc"]
     in_ch: int
     out_ch: int
     kernel: int

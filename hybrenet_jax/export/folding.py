@@ -32,8 +32,8 @@ from typing import Any, Iterator, Mapping, Union
 
 import numpy as np
 
-from hybrenet_jax.architecture import (BatchNorm, Block, Conv, Dense, Layer, Pool, ReluSite,
-                                       expand)
+from hybrenet_jax.architecture import (BatchNorm, Block, BlockKind, Conv, Dense, Layer, Pool,
+                                       ReluSite, expand)
 from hybrenet_jax.export.errors import ExportError
 from hybrenet_jax.models import BN_EPSILON
 from hybrenet_jax.netspec import NetSpec
@@ -132,7 +132,7 @@ class FoldedBlock:
 
     name: str
     stage: int
-    kind: str
+    kind: BlockKind
     main: tuple[FoldedLayer, ...]
     shortcut: tuple[FoldedLayer, ...] = ()
     after_add: tuple[FoldedLayer, ...] = ()
