@@ -31,6 +31,7 @@ from hybrenet_jax.errors import ConfigError
 OVERRIDE_PREFIX = "--config."
 _TRUE = ("true", "1", "yes", "on")
 _FALSE = ("false", "0", "no", "off")
+_KIND_NAMES = {int: "an integer", float: "a number"}
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -93,24 +94,27 @@ def load_config(text: str) -> ml_collections.ConfigDict:
     path = pathlib.Path(path_text)
     if path.suffix != ".py" or not path.is_file():
         raise ConfigError(f"--config {text!r}: expected an existing configs/NAME.py[:ARG] file")
-    root = str(path.resolve().parent.parent)
-    if root not in sys.path:
-        sys.path.insert(0, root)
+    if (path.resolve().parent / "__init__.py").is_file():  # configs/ is a package: its
+        root = str(path.resolve().parent.parent)             # files import their siblings
+        if root not in sys.path:
+            sys.path.append(root)  # after everything installed: shadows nothing
     module_name = f"_hybrenet_config_{abs(hash(str(path.resolve())))}"
     spec = importlib.util.spec_from_file_location(module_name, path)
     module = importlib.util.module_from_spec(spec)
     try:
         spec.loader.exec_module(module)
-    except Exception as err:  # noqa: BLE001 - any import failure is the file's fault
-        raise ConfigError(f"--config {path}: cannot import it ({type(err).__name__}: {err})"
-                            ) from None
-    get_config: Callable | None = getattr(module, "get_config", None)
-    if get_config is None:
-        raise ConfigError(f"--config {path}: the file defines no get_config(arg)")
-    config = get_config(arg or None)
+        get_config: Callable | None = getattr(module, "get_config", None)
+        if get_config is None:
+            raise ConfigError(f"--config {path}: the file defines no get_config(arg)")
+        config = get_config(arg or None)
+    except ConfigError:
+        raise
+    except Exception as err:  # noqa: BLE001 - any failure here is the file's fault
+        raise ConfigError(f"--config {text}: loading it failed ({type(err).__name__}: {err})"
+                          ) from None
     if not isinstance(config, ml_collections.ConfigDict):
         raise ConfigError(f"--config {path}: get_config() must return an ml_collections "
-                            f"ConfigDict, got {type(config).__name__}")
+                          f"ConfigDict, got {type(config).__name__}")
     return copy.deepcopy(config)
 
 
@@ -127,7 +131,7 @@ def _convert(current: object, text: str, key: str) -> object:
             try:
                 return kind(text)
             except ValueError:
-                raise ConfigError(f"--config.{key}={text!r}: expected a {kind.__name__}"
+                raise ConfigError(f"--config.{key}={text!r}: expected {_KIND_NAMES[kind]}"
                                     ) from None
     if current is None or isinstance(current, str):
         return text

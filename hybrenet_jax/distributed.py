@@ -223,7 +223,13 @@ def initialize(args: ClusterArgs | None, timeout_s: int = 300) -> None:
     kwargs = args.initialize_kwargs()
     if args.source == "auto" and args.local_device_ids is not None:
         kwargs["local_device_ids"] = list(args.local_device_ids)
-    jax.distributed.initialize(**kwargs, initialization_timeout=timeout_s)
+    try:
+        jax.distributed.initialize(**kwargs, initialization_timeout=timeout_s)
+    except (ValueError, RuntimeError) as err:  # no cluster found, coordinator unreachable, ...
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ClusterError(f"could not join the multi-process run ({args.source}): {first}; "
+                           "outside SLURM/TPU pods give --coordinator_address, "
+                           "--num_processes and --process_id") from None
 
 
 # -- agreement between processes ------------------------------------------------------------

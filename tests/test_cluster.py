@@ -277,3 +277,19 @@ def test_metrics_on_storage_that_cannot_append_are_rewritten_whole(tmp_path, mon
     writer.write(2, "train", {"loss": 1.0})
     assert [(r["step"], r["loss"]) for r in _records(path)] == [(1, 2.0), (2, 1.0)]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.jsonl"]  # no temp left
+
+
+def test_a_failed_cluster_join_is_one_cluster_error(monkeypatch):
+    """``--distributed`` where JAX finds no cluster (or an unreachable coordinator) is one
+    line naming what to give, not JAX's ValueError traceback."""
+    import jax
+
+    from hybrenet_jax import distributed
+
+    def refuse(**kwargs):
+        raise ValueError("coordinator_address should be defined.")
+
+    monkeypatch.setattr(jax.distributed, "initialize", refuse)
+    with pytest.raises(distributed.ClusterError, match="could not join the multi-process run "
+                                                       r"\(auto\): coordinator_address"):
+        distributed.initialize(distributed.ClusterArgs("auto"))

@@ -81,7 +81,7 @@ def test_config_file_and_overrides():
     assert config.learning_rate == 0.5 and config.pipeline.teacher_model == "resnet18"
     with pytest.raises(ConfigError, match="no such config field"):
         apply_overrides(config, ["num_epoch=2"])
-    with pytest.raises(ConfigError, match="expected a int"):
+    with pytest.raises(ConfigError, match="expected an integer"):
         apply_overrides(config, ["num_epochs=two"])
     with pytest.raises(ConfigError, match="cannot import|expected an existing"):
         load_config(str(ROOT / "configs" / "nope.py"))
@@ -365,3 +365,28 @@ def test_deepreduce_trains_its_variants_like_deepreshape(tmp_path, fake, capsys)
         + records[3]["stage_relus"][3]
     out = capsys.readouterr().out
     assert "culled S1, thinned" in out and "results.jsonl" in out
+
+
+def test_a_config_that_distils_is_refused_by_the_pipelines(tmp_path):
+    """configs/dkd.py already adds the DKD warm-up to its schedule and distils every run;
+    the pipelines set distillation (and the warm-up) per run, so it would be applied twice."""
+    from hybrenet_jax.cli import main
+
+    for config in ("configs/dkd.py", "configs/kd.py"):
+        code = main(["deepreshape", "--config", str(ROOT / config), "--depths", "2-2-2-2",
+                     "--order", "S3,S2,S4,S1", "--distill", "dkd", "--dry-run"])
+        assert code == 2
+    assert main(["deepreshape", "--config", DIGITS_CONFIG, "--depths", "2-2-2-2",
+                 "--order", "S3,S2,S4,S1", "--distill", "dkd", "--dry-run"]) == 0
+
+
+def test_a_config_file_that_fails_is_one_config_error(tmp_path):
+    bad = tmp_path / "configs"
+    bad.mkdir()
+    (bad / "__init__.py").write_text("")
+    (bad / "boom.py").write_text("def get_config(arg=None):\n    raise RuntimeError('boom')\n")
+    with pytest.raises(ConfigError, match="loading it failed .*RuntimeError: boom"):
+        load_config(str(bad / "boom.py"))
+    (bad / "none.py").write_text("X = 1\n")
+    with pytest.raises(ConfigError, match="defines no get_config"):
+        load_config(str(bad / "none.py"))

@@ -93,7 +93,7 @@ def test_cost_is_finite_positive_and_grows_with_relus(case, threads):
 # -- training: bad overrides, divergence, disk full ----------------------------------------
 @pytest.mark.parametrize("args,fragment", [
     (["--config.bogus=1"], "--config.bogus: no such config field"),
-    (["--config.batch_size=abc"], "--config.batch_size='abc': expected a int"),
+    (["--config.batch_size=abc"], "--config.batch_size='abc': expected an integer"),
     (["--config=configs/nonexistent.py"], "'configs/nonexistent.py': expected an existing"),
     (["--config.distill.bogus", "1"], "--config.distill.bogus: no such config field"),
     (["--config.model"], "--config.model: missing value"),

@@ -223,7 +223,7 @@ def test_finished_snl_run_is_skipped(snl_dir, monkeypatch):
     (["--budget", "10000000"], "nothing to linearize"),
     (["--budget", "10", "--config.snl.thin=all", "--config.snl.granularity=channel"],
      "below one mask entry"),
-    (["--budget", "100", "--config.snl.lasso=x"], "expected a float"),
+    (["--budget", "100", "--config.snl.lasso=x"], "expected a number"),
 ])
 def test_snl_cli_rejects_bad_budgets(extra, fragment, tmp_path, capsys):
     argv = ["snl", "--config", str(ROOT / "configs" / "snl_digits.py"), SMALL,

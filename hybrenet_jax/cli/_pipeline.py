@@ -96,6 +96,12 @@ def resolve_config(args: argparse.Namespace) -> ml_collections.ConfigDict:
             raise PipelineError("--config.FIELD overrides need --config")
         return paper_config(args.dataset or "cifar100")
     config = config_from_args(args, ensure_pipeline_section)
+    if config.distill.kind != "none":
+        raise PipelineError(
+            f"--config {args.config} distils (distill.kind={config.distill.kind!r}): the "
+            "pipeline sets each run's distillation itself (--distill, with the DKD warm-up "
+            "and beta sweep); pass a config without it, e.g. configs/cifar100_hrn.py "
+            "(configs/kd.py and configs/dkd.py are single runs for launch.train)")
     if args.dataset:
         config.dataset = args.dataset
     return config

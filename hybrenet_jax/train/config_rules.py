@@ -156,7 +156,7 @@ RULES: dict[str, Rule] = {
     "distill.temperature": Float(0.0, low_open=True),
     "distill.kd_weight": Float(0.0, 1.0),
     "distill.dkd_alpha": Float(0.0),
-    "distill.dkd_beta": Float(0.0),
+    "distill.dkd_beta": Float(0.0, low_open=True),
     "distill.dkd_warmup_epochs": Float(0.0),
 }
 
