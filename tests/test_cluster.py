@@ -290,6 +290,10 @@ def test_a_failed_cluster_join_is_one_cluster_error(monkeypatch):
         raise ValueError("coordinator_address should be defined.")
 
     monkeypatch.setattr(jax.distributed, "initialize", refuse)
-    with pytest.raises(distributed.ClusterError, match="could not join the multi-process run "
-                                                       r"\(auto\): coordinator_address"):
-        distributed.initialize(distributed.ClusterArgs("auto"))
+    before = jax.config.jax_cpu_collectives_implementation  # initialize() selects gloo
+    try:
+        with pytest.raises(distributed.ClusterError, match="could not join the multi-process "
+                                                           r"run \(auto\): coordinator_address"):
+            distributed.initialize(distributed.ClusterArgs("auto"))
+    finally:
+        jax.config.update("jax_cpu_collectives_implementation", before)

@@ -111,6 +111,17 @@ def test_launch_usage_errors_exit_2_with_one_message(tmp_path, args, fragment):
     assert "Traceback" not in proc.stderr
 
 
+def test_a_bad_model_string_is_refused_before_the_workdir_is_made(tmp_path):
+    workdir = tmp_path / "run"
+    proc = subprocess.run(
+        [sys.executable, "-m", "launch.train", "--config=configs/default.py",
+         f"--workdir={workdir}", "--config.model=hrn-2x2x2x:m=8,cull=S9"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
+    assert proc.returncode == 2 and "stage 'S9' does not exist" in proc.stderr, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and not workdir.exists()
+
+
 def test_diverging_loss_stops_with_clear_message_and_keeps_last_checkpoint(tmp_path):
     from hybrenet_jax.train import TrainingError, train_and_evaluate
     from hybrenet_jax.train.checkpoint import load_variables

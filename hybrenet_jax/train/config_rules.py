@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from hybrenet_jax.data.registry import LOADABLE
-from hybrenet_jax.errors import ConfigError
+from hybrenet_jax.errors import ConfigError, HybrenetError
 from hybrenet_jax.train.state import OPTIMIZERS, SCHEDULES
 
 
@@ -202,5 +202,12 @@ def validate_config(config: Mapping) -> None:
       ConfigError: one line naming every bad field and what it accepts.
     """
     bad = problems(config)
+    if not bad:  # the model string, parsed as every consumer will, before anything is made
+        from hybrenet_jax.model_string import spec_from_model_string
+
+        try:
+            spec_from_model_string(config["model"], config["dataset"])
+        except HybrenetError as err:
+            bad.append(str(err).splitlines()[0])
     if bad:
         raise ConfigError("invalid config: " + "; ".join(bad))
