@@ -234,3 +234,18 @@ def _lookup(tree, dotted):
     for part in dotted.split("."):
         tree = tree[part]
     return tree
+
+
+def test_a_full_disk_while_writing_metrics_is_one_clear_error(tmp_path, monkeypatch):
+    import errno
+
+    from hybrenet_jax.train import TrainingError, train_and_evaluate
+    from hybrenet_jax.train.metrics import MetricWriter
+
+    def full(self, step, split, scalars):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(MetricWriter, "write", full)
+    with pytest.raises(TrainingError, match=r"writing .*metrics.jsonl failed: the disk is full "
+                                            r"\(ENOSPC\)"):
+        train_and_evaluate(tiny_config(total_steps=2, log_every_steps=1), tmp_path)

@@ -352,7 +352,8 @@ def _log_train(writer: MetricWriter, bar, metrics: dict, step: int, spe: int,
         raise TrainingError(
             f"non-finite training metrics at step {step} (loss={float(metrics['loss'])}); "
             f"the run stopped and {kept}; lower learning_rate or add warmup_epochs")
-    writer.write(step, "train", {**metrics, "epoch": step / spe})
+    with _writing(writer.path):
+        writer.write(step, "train", {**metrics, "epoch": step / spe})
     bar.set_postfix(loss=f"{float(metrics['loss']):.3f}", acc=f"{float(metrics['accuracy']):.3f}",
                     lr=f"{float(metrics['lr']):.4f}")
 
@@ -489,7 +490,8 @@ def _train(config: ml_collections.ConfigDict, workdir: WorkPath, wall_start: flo
             _write_atomically(workdir / "config.json", config.to_json_best_effort(indent=2))
 
     distributed.agree("record", record)
-    writer = MetricWriter(workdir, enabled=main_process, tensorboard=config.tensorboard)
+    with _writing(workdir / "metrics.jsonl"):
+        writer = MetricWriter(workdir, enabled=main_process, tensorboard=config.tensorboard)
     several = jax.process_count() > 1
 
     step = first_step = int(state.step)
@@ -522,7 +524,8 @@ def _train(config: ml_collections.ConfigDict, workdir: WorkPath, wall_start: flo
                     if step % steps["eval_every"] == 0 or step == steps["total"]:
                         last_eval = evaluate(eval_step, state.variables, test,
                                              config.batch_size, mesh)
-                        writer.write(step, "eval", last_eval)
+                        with _writing(writer.path):
+                            writer.write(step, "eval", last_eval)
                         if main_process:
                             bar.write(f"step {step} (epoch {step / spe:.2f}): eval accuracy "
                                       f"{last_eval['accuracy']:.4f}, top5 "
@@ -542,7 +545,8 @@ def _train(config: ml_collections.ConfigDict, workdir: WorkPath, wall_start: flo
     timer.stop(state)
     bar.close()
     checkpointer.close()
-    writer.close()
+    with _writing(writer.path):
+        writer.close()
     if stop and step < steps["total"]:
         log.warning("%s: saved step %d; rerun the same command to resume", stop, step)
         return {"preempted": True, "step": step, "signal": stop}
