@@ -52,11 +52,6 @@ def unflatten(flat: Mapping[str, np.ndarray]) -> dict[str, Any]:
     return tree
 
 
-def to_numpy(variables: Mapping[str, Any]) -> dict[str, Any]:
-    """Host NumPy copy of the ``params`` and ``batch_stats`` collections of a variable tree."""
-    return unflatten(flatten({k: variables[k] for k in COLLECTIONS if k in variables}))
-
-
 def expected_shapes(spec: NetSpec) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
     """``{flat name: (shape, dtype)}`` of the variables ``build_model(spec)`` initialises."""
     model = build_model(spec)
