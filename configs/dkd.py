@@ -20,10 +20,6 @@ from __future__ import annotations
 from hybrenet_jax.config import base_config
 from configs.kd import parse_arg
 
-#: DKD warm-up epochs added to the base schedule (spec §7).
-DKD_WARMUP_EPOCHS = 20
-
-
 def get_config(arg: str | None = None):
     """DKD run of MODEL on DATASET: beta=1, 200 + 20 warm-up epochs."""
     c = base_config()
@@ -31,6 +27,6 @@ def get_config(arg: str | None = None):
     c.distill.kind = "dkd"
     c.distill.dkd_alpha = 1.0
     c.distill.dkd_beta = 1.0
-    c.distill.dkd_warmup_epochs = float(DKD_WARMUP_EPOCHS)
-    c.num_epochs = c.num_epochs + DKD_WARMUP_EPOCHS
+    # the base config's 20 warm-up epochs (spec §7), added to the schedule
+    c.num_epochs = c.num_epochs + int(c.distill.dkd_warmup_epochs)
     return c

@@ -17,15 +17,10 @@ import ml_collections
 
 from hybrenet_jax.cli._table import format_table
 from hybrenet_jax.dataset_info import DATASETS
-from hybrenet_jax.config import config_from_args
+from hybrenet_jax.config import base_config, config_from_args
 from hybrenet_jax.pipeline.errors import PipelineError
 from hybrenet_jax.pipeline.settings import DISTILL, ensure_pipeline_section, parse_dkd_betas
 
-#: Paper recipe durations (spec §7), used to estimate compute when no --config is given.
-PAPER_EPOCHS = 200
-PAPER_BATCH = 128
-#: DKD warm-up of the paper (spec §7: "20 additional epochs for warmup").
-PAPER_DKD_WARMUP_EPOCHS = 20
 #: Placeholder workdir shown by ``--dry-run`` when no ``--workdir`` is given.
 DRY_RUN_DIR = pathlib.Path("DIR")
 
@@ -77,13 +72,10 @@ def add_plan_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def paper_config(dataset: str) -> ml_collections.ConfigDict:
-    """Enough of the paper recipe to estimate compute when no config file is given."""
-    config = ml_collections.ConfigDict({
-        "dataset": dataset, "batch_size": PAPER_BATCH, "num_epochs": PAPER_EPOCHS,
-        "total_steps": 0,
-        "distill": {"kind": "none", "teacher_workdir": "", "teacher_model": "",
-                    "dkd_alpha": 1.0, "dkd_beta": 1.0,
-                    "dkd_warmup_epochs": float(PAPER_DKD_WARMUP_EPOCHS)}})
+    """The paper recipe (:func:`base_config`) on ``dataset``: what ``--dry-run`` estimates
+    compute with when no config file is given."""
+    config = base_config()
+    config.dataset = dataset
     return ensure_pipeline_section(config)
 
 

@@ -29,7 +29,7 @@ class LossConfig:
     temperature: float = 4.0
     kd_weight: float = 0.9  # KD: loss = (1 - kd_weight) * CE + kd_weight * KD
     dkd_alpha: float = 1.0
-    dkd_beta: float = 8.0
+    dkd_beta: float = 1.0  # as hybrenet_jax.config (one of the paper's 0.8/1/2/6)
     dkd_warmup_steps: int = 0  # DKD term ramps in linearly over this many steps
 
 
