@@ -38,6 +38,26 @@ def tiny_config(**overrides):
     return config
 
 
+def sgd_step_setup(spec):
+    """``(mesh, initial state, jitted train step)`` of ``spec``'s model: SGD, lr 0.05 cosine
+    over 10 steps, one device mesh (for tests that run a few steps by hand)."""
+    import jax
+    import jax.numpy as jnp
+
+    from hybrenet_jax.models import build_model, input_shape
+    from hybrenet_jax.train.loop import make_mesh
+    from hybrenet_jax.train.state import create_state, learning_rate_schedule, make_optimizer
+    from hybrenet_jax.train.steps import LossConfig, make_train_step, replicated
+
+    model = build_model(spec)
+    schedule = learning_rate_schedule(0.05, 10)
+    opt = make_optimizer(schedule, 0.9, 5e-4)
+    mesh = make_mesh()
+    state = jax.jit(lambda r: create_state(model.init(r, jnp.zeros(input_shape(spec, 1))), opt),
+                    out_shardings=replicated(mesh))(jax.random.PRNGKey(0))
+    return mesh, state, make_train_step(model, opt, schedule, LossConfig(), mesh)
+
+
 def run_launch(workdir, *flags, env=None, timeout=600, **popen):
     """Run ``python -m launch.train`` on the default config in a subprocess."""
     cmd = [sys.executable, "-m", "launch.train", "--config", str(ROOT / "configs/default.py"),

@@ -6,7 +6,6 @@ from __future__ import annotations
 import math
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -23,12 +22,10 @@ from hybrenet_jax.errors import DescriptionError
 from hybrenet_jax.export import apply_folded, build_onnx, fold, relu_scalars, run_onnxruntime
 from hybrenet_jax.export.verify import TOLERANCE, jax_logits
 from hybrenet_jax.model_string import spec_from_model_string
-from hybrenet_jax.models import build_model, input_shape
+from hybrenet_jax.models import build_model
 from hybrenet_jax.netspec import NetSpec
 from hybrenet_jax.trace import measure
-from hybrenet_jax.train.loop import make_mesh
-from hybrenet_jax.train.state import create_state, learning_rate_schedule, make_optimizer
-from hybrenet_jax.train.steps import LossConfig, make_train_step, replicated
+from conftest import sgd_step_setup
 from test_export import random_variables
 
 #: The RegNet paper's parameters (d, w_0, w_a, w_m, g) of each preset, as listed in pycls's
@@ -208,14 +205,8 @@ def test_onnx_and_folded_graph_match_the_jax_model():
 
 def test_a_training_step_runs_and_learns():
     spec = spec_from_model_string(SMALL, "digits")
-    model = build_model(spec)
-    schedule = learning_rate_schedule(0.05, 10)
-    opt = make_optimizer(schedule, 0.9, 5e-4)
-    mesh = make_mesh()
-    state = jax.jit(lambda r: create_state(model.init(r, jnp.zeros(input_shape(spec, 1))), opt),
-                    out_shardings=replicated(mesh))(jax.random.PRNGKey(0))
+    mesh, state, step = sgd_step_setup(spec)
     before = jax.device_get(state.params)
-    step = make_train_step(model, opt, schedule, LossConfig(), mesh)
     train = data_lib.load_dataset("digits", "train")
     losses = []
     for _, batch in zip(range(3), data_lib.train_batches(train, 32, seed=0, epoch=0)):

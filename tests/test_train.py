@@ -4,21 +4,15 @@ from __future__ import annotations
 
 import json
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import tiny_config
+from conftest import sgd_step_setup, tiny_config
 from hybrenet_jax import data as data_lib
 from hybrenet_jax.errors import VariablesMismatchError
 from hybrenet_jax.model_string import spec_from_model_string
-from hybrenet_jax.models import build_model, input_shape
 from hybrenet_jax.train import TrainingError, train_and_evaluate
 from hybrenet_jax.train.checkpoint import CheckpointError, load_variables
-from hybrenet_jax.train.loop import make_mesh
-from hybrenet_jax.train.state import create_state, learning_rate_schedule, make_optimizer
-from hybrenet_jax.train.steps import LossConfig, make_train_step, replicated
 
 
 def test_short_run_writes_checkpoints_metrics_and_summary(tmp_path):
@@ -55,14 +49,7 @@ def test_resume_in_process_is_bit_identical(tmp_path):
 
 def test_train_step_compiles_once():
     config = tiny_config()
-    spec = spec_from_model_string(config.model, "digits")
-    model = build_model(spec)
-    schedule = learning_rate_schedule(0.05, 10)
-    opt = make_optimizer(schedule, 0.9, 5e-4)
-    mesh = make_mesh()
-    state = jax.jit(lambda r: create_state(model.init(r, jnp.zeros(input_shape(spec, 1))), opt),
-                    out_shardings=replicated(mesh))(jax.random.PRNGKey(0))
-    step = make_train_step(model, opt, schedule, LossConfig(), mesh)
+    mesh, state, step = sgd_step_setup(spec_from_model_string(config.model, "digits"))
     train = data_lib.load_dataset("digits", "train")
     batches = data_lib.train_batches(train, 32, seed=0, epoch=0)
     losses = []
