@@ -1,7 +1,7 @@
 """Our side of the benchmark: the real jit-compiled training step of ``hybrenet_jax``.
 
 Nothing here imports torch. The step is :func:`hybrenet_jax.train.steps.make_train_step` over
-the mesh of :func:`hybrenet_jax.train.loop.make_mesh`, with the optimizer of the training loop
+the mesh of :func:`hybrenet_jax.train.setup.make_mesh`, with the optimizer of the training loop
 (SGD, momentum 0.9, coupled weight decay 5e-4) and a plain cross-entropy loss.
 """
 
@@ -19,7 +19,7 @@ from hybrenet_jax import models
 from hybrenet_jax.data.sharding import shard_batch
 from hybrenet_jax.model_string import spec_from_model_string
 from hybrenet_jax.netspec import NetSpec
-from hybrenet_jax.train.loop import make_mesh
+from hybrenet_jax.train.setup import make_mesh
 from hybrenet_jax.train.state import create_state, learning_rate_schedule, make_optimizer
 from hybrenet_jax.train.steps import LossConfig, make_train_step, replicated
 

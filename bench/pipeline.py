@@ -54,7 +54,7 @@ def feed_images_per_second(batch: int, min_images: int, num: int = 10_000,
     import jax
 
     from hybrenet_jax.config import base_config
-    from hybrenet_jax.train.loop import make_mesh, train_feed
+    from hybrenet_jax.train.setup import make_mesh, train_feed
 
     config = base_config()
     config.batch_size = batch

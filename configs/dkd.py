@@ -8,8 +8,9 @@
 What it does (spec §7): the paper recipe (SGD, lr 0.1 cosine, batch 128, wd 4e-4) with
 loss = CE + (target weight alpha=1) * TCKD + beta * NCKD at T=4, the DKD term ramped in
 linearly over 20 warm-up epochs that are *added* to the 200 base epochs (220 in all: the
-direct reading of the paper's "20 additional epochs for warmup"; for the other reading, a
-ramp inside 200 epochs, pass --config.num_epochs=200). One file is one run, so it trains one
+direct reading of the paper's "20 additional epochs for warmup", ``distill.dkd_warmup_extra``;
+for the other reading, a ramp inside 200 epochs, pass --config.distill.dkd_warmup_extra=false).
+One file is one run, so it trains one
 beta: 1 by default, one of the paper's sweep {0.8, 1, 2, 6}; pick another with
 --config.distill.dkd_beta. The DKD authors' own default beta=8 is not used by the paper.
 ``hybrenet deepreshape --distill dkd`` runs the whole sweep and reports the best per variant.
@@ -27,6 +28,6 @@ def get_config(arg: str | None = None):
     c.distill.kind = "dkd"
     c.distill.dkd_alpha = 1.0
     c.distill.dkd_beta = 1.0
-    # the base config's 20 warm-up epochs (spec §7), added to the schedule
-    c.num_epochs = c.num_epochs + int(c.distill.dkd_warmup_epochs)
+    # the base config's 20 warm-up epochs (spec §7) are trained on top of the 200:
+    # distill.dkd_warmup_extra = True (the default)
     return c

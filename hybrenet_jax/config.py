@@ -1,19 +1,18 @@
-"""Training configuration: the schema with the paper's defaults, config files and overrides.
+"""Config files and overrides: how a :class:`~hybrenet_jax.schema.TrainConfig` is made.
 
-One place for all of it, used by ``python -m launch.train``/``hybrenet train`` and every
+One loader and one override syntax for ``python -m launch.train``/``hybrenet train`` and every
 ``hybrenet`` verb alike:
 
-* :func:`base_config` — every field a training config has, with the paper's recipe (spec §7)
-  as defaults; each field has a rule in :mod:`hybrenet_jax.train.config_rules` (a test keeps
-  the two in step). ``configs/*.py`` files start from it and change what differs.
+* :func:`base_config` — the schema's defaults (:mod:`hybrenet_jax.schema`, the paper's recipe)
+  as an ml_collections ``ConfigDict``: ``configs/*.py`` files start from it and change only
+  what differs;
 * :func:`load_config` imports ``FILE.py`` and calls its ``get_config(ARG)``;
 * :func:`apply_overrides` sets existing fields from ``a.b=value`` strings (``--config.a.b=v``),
   converting the text to the field's current type (a typo in a field name is an error);
-* :func:`config_from_args` applies both to parsed command-line arguments (the argparse side,
-  ``add_config_arguments``, lives in :mod:`hybrenet_jax.cli._pipeline`).
-
-Durations are resolved at run time: when ``total_steps > 0`` it overrides ``num_epochs``;
-``*_every_steps = 0`` means once per epoch.
+* :func:`config_from_args` does both for parsed command-line arguments and builds the typed,
+  checked config (:func:`~hybrenet_jax.schema.build_config`): the boundary after which the
+  library reads only typed values (the argparse side, ``add_config_arguments``, lives in
+  :mod:`hybrenet_jax.cli._pipeline`).
 """
 
 from __future__ import annotations
@@ -22,11 +21,12 @@ import copy
 import importlib.util
 import pathlib
 import sys
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import ml_collections
 
 from hybrenet_jax.errors import ConfigError
+from hybrenet_jax.schema import TrainConfig, as_dict, build_config
 
 OVERRIDE_PREFIX = "--config."
 _TRUE = ("true", "1", "yes", "on")
@@ -35,53 +35,25 @@ _KIND_NAMES = {int: "an integer", float: "a number"}
 
 
 def base_config() -> ml_collections.ConfigDict:
-    """The paper recipe: SGD momentum 0.9, lr 0.1 cosine, batch 128, wd 4e-4, 200 epochs."""
-    c = ml_collections.ConfigDict()
-    c.seed = 0
-    c.model = "resnet18"
-    c.dataset = "cifar100"
-    c.data_dir = ""
-    c.manual_dir = ""
-    c.batch_size = 128
-    # global: batch_size is the global batch on any number of devices (paper recipe);
-    # per_device: batch_size per data-axis device, learning_rate scaled by the device count
-    c.batch_rule = "global"
-    c.num_epochs = 200
-    c.total_steps = 0
-    c.optimizer = "sgd"
-    c.learning_rate = 0.1
-    c.lr_schedule = "cosine"
-    c.warmup_epochs = 0.0
-    c.momentum = 0.9
-    c.nesterov = False
-    c.weight_decay = 4e-4
-    c.label_smoothing = 0.0
-    c.crop_padding = 4
-    c.flip = True
-    c.augment = True
-    c.dtype = "float32"
-    c.mesh_model_axis = 1
-    c.prefetch = 2
-    c.data_workers = 0  # threads preparing training batches; 0: min(4, cores); same batches
-    c.log_every_steps = 50
-    c.eval_every_steps = 0
-    c.checkpoint_every_steps = 0
-    c.checkpoint_keep = 2
-    c.checkpoint_keep_best = 1
-    c.async_checkpointing = True
-    c.tensorboard = True
-    c.progress = True
-    c.distill = ml_collections.ConfigDict()
-    c.distill.kind = "none"  # none | kd | dkd
-    c.distill.teacher_workdir = ""
-    c.distill.teacher_model = ""  # default: the model string recorded in the teacher's run
-    c.distill.teacher_checkpoint = "best"  # best | latest
-    c.distill.temperature = 4.0
-    c.distill.kd_weight = 0.9
-    c.distill.dkd_alpha = 1.0
-    c.distill.dkd_beta = 1.0  # one of the paper's sweep 0.8/1/2/6 (DKD authors' own: 8)
-    c.distill.dkd_warmup_epochs = 20.0
-    return c
+    """Every field with the paper's defaults (:class:`~hybrenet_jax.schema.TrainConfig`), as
+    a ``ConfigDict`` that config files change."""
+    return ml_collections.ConfigDict(as_dict(TrainConfig()))
+
+
+def _merged(defaults: dict, given: Mapping) -> dict:
+    out = dict(defaults)
+    for key, value in given.items():
+        if isinstance(out.get(key), dict) and hasattr(value, "items"):
+            out[key] = _merged(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def complete(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """``config`` with every field it lacks set to its default (a config file may hold only
+    what it changes; unknown fields stay, for :func:`build_config` to name)."""
+    return ml_collections.ConfigDict(_merged(as_dict(TrainConfig()), config.to_dict()))
 
 
 def load_config(text: str) -> ml_collections.ConfigDict:
@@ -182,11 +154,12 @@ def split_overrides(argv: Sequence[str]) -> tuple[list[str], list[str]]:
     return overrides, rest
 
 
-def config_from_args(args: Any,
-                     prepare: Callable[[ml_collections.ConfigDict], None] | None = None
-                     ) -> ml_collections.ConfigDict:
-    """The config named by ``args.config`` with ``prepare`` applied, then the overrides."""
-    config = load_config(args.config)
-    if prepare is not None:
-        prepare(config)
-    return apply_overrides(config, getattr(args, "config_overrides", []))
+def config_from_args(args: Any) -> TrainConfig:
+    """The checked, typed config of ``args.config`` with the ``args.config_overrides``.
+
+    Raises:
+      ConfigError: the file, an override or a field value is wrong (one line).
+    """
+    config = complete(load_config(args.config))
+    apply_overrides(config, getattr(args, "config_overrides", []))
+    return build_config(config)

@@ -45,7 +45,7 @@ def sgd_step_setup(spec):
     import jax.numpy as jnp
 
     from hybrenet_jax.models import build_model, input_shape
-    from hybrenet_jax.train.loop import make_mesh
+    from hybrenet_jax.train.setup import make_mesh
     from hybrenet_jax.train.state import create_state, learning_rate_schedule, make_optimizer
     from hybrenet_jax.train.steps import LossConfig, make_train_step, replicated
 

@@ -353,7 +353,7 @@ def test_training_feed_is_the_same_for_every_worker_count():
     import jax
 
     from hybrenet_jax.config import base_config
-    from hybrenet_jax.train.loop import make_mesh, train_feed
+    from hybrenet_jax.train.setup import make_mesh, train_feed
 
     data = indexed(100)
     mesh = make_mesh()

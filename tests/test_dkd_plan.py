@@ -14,12 +14,12 @@ import pytest
 
 from conftest import ROOT, tiny_config
 from hybrenet_jax.cli import main
-from hybrenet_jax.pipeline import jobs
-from hybrenet_jax.pipeline.errors import PipelineError
-from hybrenet_jax.pipeline.estimate import add_epochs, planned_epochs
-from hybrenet_jax.pipeline.settings import PAPER_DKD_BETAS, parse_dkd_betas
+from hybrenet_jax.errors import ConfigError
+from hybrenet_jax.pipeline.estimate import planned_epochs
 from hybrenet_jax.report.markdown import render
 from hybrenet_jax.report.points import load_results
+from hybrenet_jax.schema import PAPER_DKD_BETAS, build_config, parse_dkd_betas, schedule_steps
+from hybrenet_jax.train import loop as train_loop
 
 DIGITS_CONFIG = str(ROOT / "configs" / "pipeline_digits.py")
 PAPER_DKD = [0.8, 1.0, 2.0, 6.0]
@@ -41,7 +41,7 @@ class RecordingTrainer:
         acc = self.accuracy(config) if config.distill.kind == "dkd" else 0.9
         summary = {"model": config.model, "dataset": config.dataset,
                    "distill": config.distill.kind, "test_accuracy": acc, "best_accuracy": acc,
-                   "steps": 2, "epochs": config.num_epochs, "wall_seconds": 0.01}
+                   "steps": 2, "epochs": planned_epochs(config), "wall_seconds": 0.01}
         (workdir / "summary.json").write_text(json.dumps(summary))
         return summary
 
@@ -49,7 +49,7 @@ class RecordingTrainer:
 @pytest.fixture
 def trainer(monkeypatch):
     fake = RecordingTrainer()
-    monkeypatch.setattr(jobs, "train_and_evaluate", fake)
+    monkeypatch.setattr(train_loop, "train_and_evaluate", fake)
     return fake
 
 
@@ -118,20 +118,28 @@ def test_paper_defaults_and_bad_betas():
     assert parse_dkd_betas("0.8,1,2,6") == tuple(PAPER_DKD)
     assert parse_dkd_betas([2, "0.8"]) == (0.8, 2.0)
     for bad in ("", "0", "-1", "nan", "x"):
-        with pytest.raises(PipelineError):
+        with pytest.raises(ConfigError):
             parse_dkd_betas(bad)
+    with pytest.raises(ConfigError, match="pipeline.dkd_betas='0.8,x'"):
+        build_config(tiny_config(**{"pipeline.dkd_betas": "0.8,x"}))
 
 
-def test_add_epochs_on_epoch_and_step_based_configs():
-    config = tiny_config(dataset="cifar100", batch_size=128, total_steps=0, num_epochs=200)
-    assert add_epochs(config, 20).num_epochs == 220 and planned_epochs(config) == 220
-    steps = tiny_config(dataset="cifar100", batch_size=128, total_steps=1000)
-    add_epochs(steps, 20)
-    assert steps.total_steps == 1000 + 20 * 390
-    half = tiny_config(dataset="cifar100", batch_size=128, total_steps=0, num_epochs=10)
-    add_epochs(half, 0.5)
-    assert half.total_steps == 10 * 390 + 195
-    assert add_epochs(tiny_config(num_epochs=3, total_steps=0), 0).num_epochs == 3
+def _dkd(**fields):
+    return build_config(tiny_config(**{"distill.kind": "dkd", "distill.teacher_workdir": "T",
+                                       "dataset": "cifar100", "batch_size": 128, **fields}))
+
+
+def test_the_dkd_warm_up_is_trained_on_top_of_epoch_and_step_based_schedules():
+    epochs = _dkd(total_steps=0, num_epochs=200)
+    assert epochs.distill.dkd_warmup_extra  # the paper's 200 + 20 is the default
+    assert schedule_steps(epochs, 390) == 220 * 390 and planned_epochs(epochs) == 220
+    assert schedule_steps(_dkd(total_steps=1000), 390) == 1000 + 20 * 390
+    half = _dkd(total_steps=0, num_epochs=10, **{"distill.dkd_warmup_epochs": 0.5})
+    assert schedule_steps(half, 390) == 10 * 390 + 195
+    inside = _dkd(total_steps=0, num_epochs=200, **{"distill.dkd_warmup_extra": False})
+    assert schedule_steps(inside, 390) == 200 * 390 and planned_epochs(inside) == 200
+    plain = build_config(tiny_config(dataset="cifar100", total_steps=0, num_epochs=3))
+    assert schedule_steps(plain, 390) == 3 * 390  # no warm-up without DKD
 
 
 def test_configs_follow_the_paper_not_the_dkd_authors_default():
@@ -142,7 +150,9 @@ def test_configs_follow_the_paper_not_the_dkd_authors_default():
     c = dkd_config("cifar100/hrn-2x5x3x")
     assert c.distill.kind == "dkd" and c.distill.dkd_alpha == 1.0
     assert c.distill.dkd_beta in PAPER_DKD and c.distill.dkd_beta != 8.0
-    assert c.distill.dkd_warmup_epochs == 20 and c.num_epochs == base_config().num_epochs + 20
+    assert c.distill.dkd_warmup_epochs == 20 and c.num_epochs == base_config().num_epochs
+    c.distill.teacher_workdir = "T"
+    assert c.distill.dkd_warmup_extra and planned_epochs(build_config(c)) == 220
 
 
 # -- training, results.jsonl and the report ------------------------------------------------
@@ -159,7 +169,8 @@ def test_sweep_trains_every_beta_with_extra_epochs_and_records_the_best(tmp_path
     assert len(students) == 3 * 3  # base, thinned, ScaleCh x 3 betas
     assert [c.distill.dkd_beta for c in students[:3]] == [0.8, 2.0, 6.0]
     # pipeline_digits: 4 epochs + distill.dkd_warmup_epochs (1) on top; the teacher keeps 8
-    assert all(c.num_epochs == 5 and c.distill.dkd_warmup_epochs == 1.0 for c in students)
+    assert all(c.num_epochs == 4 and c.distill.dkd_warmup_epochs == 1.0
+               and c.distill.dkd_warmup_extra and planned_epochs(c) == 5 for c in students)
     assert trainer.configs[0].distill.kind == "none" and trainer.configs[0].num_epochs == 8
     records = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text()
                .splitlines()]
@@ -200,7 +211,8 @@ def test_sweep_trains_every_beta_with_extra_epochs_and_records_the_best(tmp_path
 def test_inside_warmup_trains_the_base_epochs(tmp_path, trainer):
     assert main(_train_argv(tmp_path, "--dkd-betas", "1", "--dkd-warmup", "inside")) == 0
     students = [c for c in trainer.configs if c.distill.kind == "dkd"]
-    assert students and all(c.num_epochs == 4 for c in students)
+    assert students and all(c.num_epochs == 4 and not c.distill.dkd_warmup_extra
+                            and planned_epochs(c) == 4 for c in students)
 
 
 def test_report_shows_each_run_and_uses_the_best_per_variant(tmp_path, trainer, capsys):

@@ -20,7 +20,7 @@ import pytest
 
 from conftest import ROOT, run_launch, tiny_config
 from hybrenet_jax.errors import HybrenetError
-from hybrenet_jax.train.config_rules import RULES, ConfigError, Float, Int, validate_config
+from hybrenet_jax.schema import RULES, ConfigError, Float, Int, validate_config
 
 TINY = ["--config.model=hrn-2x2x2x:m=4", "--config.batch_size=32"]
 

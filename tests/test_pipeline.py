@@ -16,7 +16,7 @@ import pytest
 from conftest import ROOT, tiny_config
 from hybrenet_jax.cli import main
 from hybrenet_jax.design import DesignError
-from hybrenet_jax.pipeline import jobs
+from hybrenet_jax.train import loop as train_loop
 from hybrenet_jax.config import apply_overrides, load_config, split_overrides
 from hybrenet_jax.pipeline.criticality import (load_result, measure_criticality,
                                                stage_only_model)
@@ -25,7 +25,7 @@ from hybrenet_jax.pipeline.deepreshape import plan_deepreshape
 from hybrenet_jax.errors import ConfigError
 from hybrenet_jax.pipeline.errors import PipelineError
 from hybrenet_jax.pipeline.naming import run_dir_name
-from hybrenet_jax.pipeline.settings import ensure_pipeline_section
+from hybrenet_jax.train.rundir import RunDirError
 
 DIGITS_CONFIG = str(ROOT / "configs" / "pipeline_digits.py")
 SMALL = "hrn-2x2x2x:m=4,depths=1-1-1-1"
@@ -59,7 +59,7 @@ class FakeTrainer:
 def fake(monkeypatch):
     def install(**kw):
         trainer = FakeTrainer(**kw)
-        monkeypatch.setattr(jobs, "train_and_evaluate", trainer)
+        monkeypatch.setattr(train_loop, "train_and_evaluate", trainer)
         return trainer
     return install
 
@@ -73,7 +73,7 @@ def paper_accuracy(model: str) -> float:
 
 # -- configs and names ------------------------------------------------------------------------
 def test_config_file_and_overrides():
-    config = ensure_pipeline_section(load_config(DIGITS_CONFIG + ":resnet18:m=8"))
+    config = load_config(DIGITS_CONFIG + ":resnet18:m=8")
     assert config.model == "resnet18:m=8" and config.dataset == "digits"
     apply_overrides(config, ["num_epochs=2", "distill.kind=dkd", "tensorboard=true",
                              "learning_rate=0.5", "pipeline.teacher_model=resnet18"])
@@ -139,7 +139,7 @@ def test_criticality_rejects_optimized_models_and_missing_teachers(tmp_path, fak
     config = tiny_config()
     with pytest.raises(PipelineError, match="base network"):
         measure_criticality(config, SMALL + ",thin=S1", tmp_path)
-    with pytest.raises(PipelineError, match="does not exist"):
+    with pytest.raises(RunDirError, match="does not exist"):
         measure_criticality(config, SMALL, tmp_path, teacher_workdir=str(tmp_path / "none"))
 
 

@@ -15,7 +15,7 @@ import pytest
 
 from conftest import ROOT
 from hybrenet_jax.cli import main
-from hybrenet_jax.pipeline import jobs
+from hybrenet_jax.train import loop as train_loop
 
 CONFIG = str(ROOT / "configs" / "pipeline_digits.py")
 SMALL = "hrn-2x2x2x:m=4,depths=1-1-1-1"
@@ -61,7 +61,7 @@ def test_rerun_trains_nothing(pipeline_dir, monkeypatch, capsys):
     def no_training(config, workdir):
         raise AssertionError(f"{config.model} was trained again")
 
-    monkeypatch.setattr(jobs, "train_and_evaluate", no_training)
+    monkeypatch.setattr(train_loop, "train_and_evaluate", no_training)
     assert main([*DEEPRESHAPE, "--workdir", str(pipeline_dir), "--json"]) == 0
     assert (pipeline_dir / "results.jsonl").read_text() == before
     printed = [json.loads(line) for line in capsys.readouterr().out.splitlines()]

@@ -14,12 +14,14 @@ from hybrenet_jax.cli import main
 from hybrenet_jax.counts import count
 from hybrenet_jax.model_string import spec_from_model_string
 from hybrenet_jax.models import build_model, input_shape
+from hybrenet_jax.errors import ConfigError
 from hybrenet_jax.report.points import point_from_record
+from hybrenet_jax.schema import build_config
 from hybrenet_jax.snl import run as snl_run
 from hybrenet_jax.snl.masks import (STEM_SITE, binarize, load_masks, mask_sites, relu_count,
                                     save_masks, total_relus)
 from hybrenet_jax.snl.model import build_snl_model
-from hybrenet_jax.snl.settings import SNLError, ensure_snl_section, snl_settings
+from hybrenet_jax.snl.errors import SNLError
 from hybrenet_jax.snl.sparse import build_sparse_model, dense_traced_relus, traced_relus
 from hybrenet_jax.train.checkpoint import load_variables
 
@@ -131,8 +133,8 @@ def test_masks_round_trip_without_pickle(tmp_path):
 
 
 def test_settings_defaults_and_validation():
-    config = ensure_snl_section(tiny_config())
-    settings = snl_settings(config)
+    config = tiny_config()
+    settings = build_config(config).snl
     assert (settings.search_learning_rate, settings.lasso, settings.lasso_growth) == \
         (1e-3, 1e-5, 1.1)
     assert (settings.threshold, settings.max_epochs, settings.finetune_epochs) == \
@@ -140,14 +142,15 @@ def test_settings_defaults_and_validation():
     # public SNL: no fill to the budget, no stem ReLU (both available as options)
     assert (settings.fill_to_budget, settings.mask_stem) == (False, False)
     config.snl.update({"fill_to_budget": True, "mask_stem": True})
-    assert (snl_settings(config).fill_to_budget, snl_settings(config).mask_stem) == (True, True)
+    assert (build_config(config).snl.fill_to_budget, build_config(config).snl.mask_stem) == \
+        (True, True)
     config.snl.granularity = "layer"
-    with pytest.raises(SNLError, match="granularity"):
-        snl_settings(config)
+    with pytest.raises(ConfigError, match="snl.granularity='layer': accepted: pixel, channel"):
+        build_config(config)
 
 
 def _snl_config():
-    config = ensure_snl_section(tiny_config(model=SMALL, total_steps=2))
+    config = tiny_config(model=SMALL, total_steps=2)
     config.snl.update({"epoch_steps": 1, "mask_learning_rate": 0.2, "lasso": 1e-2,
                        "lasso_patience_epochs": 0, "max_epochs": 80, "finetune_steps": 2})
     return config
@@ -249,7 +252,7 @@ def test_snl_cli_options_restore_fill_and_stem_mask(tmp_path, monkeypatch, capsy
     seen = {}
 
     def fake_run(config, model, budget, workdir, *args, **kw):
-        seen.update(snl_settings(config).__dict__)
+        seen.update(config.snl.__dict__)
         return {"model": model, "granularity": "pixel", "relus": 1, "relus_before": 2,
                 "budget": budget, "traced_relus": 1, "test_accuracy": 0.5}
 

@@ -13,13 +13,11 @@ import pathlib
 import sys
 from typing import Callable, Sequence
 
-import ml_collections
-
 from hybrenet_jax.cli._table import format_table
+from hybrenet_jax.config import config_from_args
 from hybrenet_jax.dataset_info import DATASETS
-from hybrenet_jax.config import base_config, config_from_args
 from hybrenet_jax.pipeline.errors import PipelineError
-from hybrenet_jax.pipeline.settings import DISTILL, ensure_pipeline_section, parse_dkd_betas
+from hybrenet_jax.schema import DISTILL_KINDS, TrainConfig, parse_dkd_betas, updated
 
 #: Placeholder workdir shown by ``--dry-run`` when no ``--workdir`` is given.
 DRY_RUN_DIR = pathlib.Path("DIR")
@@ -49,7 +47,7 @@ def add_plan_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--budgets", default=None, metavar="B1,B2",
                    help="ReLU budgets (e.g. 50000,100k): variants with more ReLUs than the "
                         "largest budget are not trained")
-    p.add_argument("--distill", choices=DISTILL, default=None,
+    p.add_argument("--distill", choices=DISTILL_KINDS, default=None,
                    help="distillation of every variant (default: config pipeline.distill, kd)")
     p.add_argument("--dkd-betas", nargs="+", type=float, default=None, metavar="BETA",
                    help="with --distill dkd: one run per DKD non-target weight beta, the best "
@@ -58,7 +56,7 @@ def add_plan_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dkd-warmup", choices=("extra", "inside"), default=None,
                    help="DKD warm-up (distill.dkd_warmup_epochs, 20): 'extra' epochs on top of "
                         "the base schedule (the paper's 200 + 20; default, config "
-                        "pipeline.dkd_warmup_extra) or a ramp 'inside' the base epochs")
+                        "distill.dkd_warmup_extra) or a ramp 'inside' the base epochs")
     p.add_argument("--teacher-workdir", default=None, metavar="DIR",
                    help="a finished teacher run to distil from (default: train "
                         "config.pipeline.teacher_model in DIR/teacher)")
@@ -71,32 +69,23 @@ def add_plan_arguments(p: argparse.ArgumentParser) -> None:
                         "one results.jsonl object per model")
 
 
-def paper_config(dataset: str) -> ml_collections.ConfigDict:
-    """The paper recipe (:func:`base_config`) on ``dataset``: what ``--dry-run`` estimates
+def paper_config(dataset: str) -> TrainConfig:
+    """The paper recipe (the schema's defaults) on ``dataset``: what ``--dry-run`` estimates
     compute with when no config file is given."""
-    config = base_config()
-    config.dataset = dataset
-    return ensure_pipeline_section(config)
+    return updated(TrainConfig(), {"dataset": dataset})
 
 
-def resolve_config(args: argparse.Namespace) -> ml_collections.ConfigDict:
-    """The config of a pipeline command, with ``--dataset`` applied."""
+def resolve_config(args: argparse.Namespace) -> TrainConfig:
+    """The typed config of a pipeline command, with ``--dataset`` applied. Its
+    ``distill.kind`` is not used: the pipeline sets each run's distillation (``--distill``)."""
     if args.config is None:
         if not getattr(args, "dry_run", False):
             raise PipelineError("--config is required to train (use --dry-run to only plan)")
         if getattr(args, "config_overrides", None):
             raise PipelineError("--config.FIELD overrides need --config")
         return paper_config(args.dataset or "cifar100")
-    config = config_from_args(args, ensure_pipeline_section)
-    if config.distill.kind != "none":
-        raise PipelineError(
-            f"--config {args.config} distils (distill.kind={config.distill.kind!r}): the "
-            "pipeline sets each run's distillation itself (--distill, with the DKD warm-up "
-            "and beta sweep); pass a config without it, e.g. configs/cifar100_hrn.py "
-            "(configs/kd.py and configs/dkd.py are single runs for launch.train)")
-    if args.dataset:
-        config.dataset = args.dataset
-    return config
+    config = config_from_args(args)
+    return updated(config, {"dataset": args.dataset}) if args.dataset else config
 
 
 def require_workdir(args: argparse.Namespace) -> pathlib.Path | None:
@@ -134,14 +123,14 @@ def flops_text(value: float) -> str:
     return f"{value:.3g}"
 
 
-def pipeline_options(args: argparse.Namespace, config: ml_collections.ConfigDict,
+def pipeline_options(args: argparse.Namespace, config: TrainConfig,
                      workdir: pathlib.Path | None):
     """``PipelineOptions`` from the shared plan arguments and the config's pipeline section."""
     from hybrenet_jax.pipeline import runner  # noqa: PLC0415 (imports JAX)
     from hybrenet_jax.pipeline.planning import parse_budgets  # noqa: PLC0415
 
     betas = args.dkd_betas if args.dkd_betas is not None else config.pipeline.dkd_betas
-    extra = bool(config.pipeline.dkd_warmup_extra) if args.dkd_warmup is None \
+    extra = config.distill.dkd_warmup_extra if args.dkd_warmup is None \
         else args.dkd_warmup == "extra"
     distill = args.distill or config.pipeline.distill
     if distill != "dkd" and (args.dkd_betas is not None or args.dkd_warmup is not None):
@@ -212,7 +201,7 @@ def execute_plan(verb: str, args: argparse.Namespace, config, options, planned, 
                  crit) -> int:
     """Shared tail of ``deepreshape``/``deepreduce``: print the dry-run plan, or train it."""
     from hybrenet_jax.pipeline import runner  # noqa: PLC0415 (imports JAX)
-    from hybrenet_jax.pipeline.jobs import Preempted  # noqa: PLC0415
+    from hybrenet_jax.train.rundir import Preempted  # noqa: PLC0415
 
     if args.dry_run:
         rows = runner.dry_run_rows(config, planned.variants if planned else [], options,

@@ -45,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
     # JAX and the training loop load only when the verb runs.
     from hybrenet_jax.cli._pipeline import resolve_config  # noqa: PLC0415
     from hybrenet_jax.pipeline.criticality import base_spec, measure_criticality  # noqa: PLC0415
-    from hybrenet_jax.pipeline.jobs import Preempted  # noqa: PLC0415
+    from hybrenet_jax.train.rundir import Preempted  # noqa: PLC0415
     from hybrenet_jax.pipeline.naming import run_dir_name  # noqa: PLC0415
 
     from hybrenet_jax.pipeline.errors import PipelineError  # noqa: PLC0415

@@ -71,21 +71,15 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     # JAX and the training loop load only when the verb runs.
     from hybrenet_jax.config import config_from_args  # noqa: PLC0415
-    from hybrenet_jax.pipeline.jobs import Preempted  # noqa: PLC0415
+    from hybrenet_jax.train.rundir import Preempted  # noqa: PLC0415
+    from hybrenet_jax.schema import updated  # noqa: PLC0415
     from hybrenet_jax.snl.run import run_snl  # noqa: PLC0415
-    from hybrenet_jax.snl.settings import ensure_snl_section  # noqa: PLC0415
 
-    config = config_from_args(args, ensure_snl_section)
-    if args.dataset:
-        config.dataset = args.dataset
-    if args.granularity:
-        config.snl.granularity = args.granularity
-    if args.thin is not None:
-        config.snl.thin = args.thin
-    if args.fill_to_budget:
-        config.snl.fill_to_budget = True
-    if args.mask_stem:
-        config.snl.mask_stem = True
+    given = {"dataset": args.dataset or None, "snl.granularity": args.granularity or None,
+             "snl.thin": args.thin, "snl.fill_to_budget": args.fill_to_budget or None,
+             "snl.mask_stem": args.mask_stem or None}  # None: the config's
+    config = updated(config_from_args(args),
+                     {k: v for k, v in given.items() if v is not None})
     try:
         with training_chatter_to_stderr():
             summary = run_snl(config, args.model, args.budget, pathlib.Path(args.workdir),

@@ -3,8 +3,7 @@
 ``--config configs/X.py[:ARG] --workdir DIR``; any config field can be overridden with
 ``--config.FIELD=VALUE`` (``--config.total_steps=100 --config.model=hrn-5x5x3x``); a field
 that does not exist is an error. Every field is checked against its rule
-(:mod:`hybrenet_jax.train.config_rules`) before anything starts: a bad value is one line and
-exit 2. Multi-process runs call ``jax.distributed.initialize`` with the arguments of
+(:mod:`hybrenet_jax.schema`) before anything starts: a bad value is one line and exit 2. Multi-process runs call ``jax.distributed.initialize`` with the arguments of
 :func:`hybrenet_jax.distributed.cluster_args`: with ``--distributed``, from the SLURM
 environment (one process per node with all its GPUs, or one per GPU) or by JAX's
 auto-detection (TPU VMs); or explicitly with ``--coordinator_address/--num_processes/
@@ -90,13 +89,10 @@ def train(args: argparse.Namespace, prog: str) -> int:
     try:
         from hybrenet_jax.config import config_from_args
         from hybrenet_jax.train import train_and_evaluate
-        from hybrenet_jax.train.config_rules import validate_config
         from hybrenet_jax.train.loop import run_directory
 
+        # typed and checked before the cluster is joined and before anything compiles
         config = config_from_args(args)
-        config.lock()  # as with absl's config flags: the training code adds no fields
-        # the static checks come before the cluster is joined and before anything compiles
-        validate_config(config)
         workdir = run_directory(args.workdir)
         _init_distributed(args)
         summary = train_and_evaluate(config, workdir)

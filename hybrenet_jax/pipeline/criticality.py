@@ -17,14 +17,14 @@ import dataclasses
 import json
 import pathlib
 
-import ml_collections
-
 from hybrenet_jax.counts import count
 from hybrenet_jax.design import criticality, criticality_order
 from hybrenet_jax.model_string import model_string_with, spec_from_model_string
 from hybrenet_jax.netspec import NetSpec, stage_name, stage_names
 from hybrenet_jax.pipeline.errors import PipelineError
-from hybrenet_jax.pipeline.jobs import Log, TrainJob, check_teacher, run_job
+from hybrenet_jax.pipeline.jobs import Log, TrainJob, run_job
+from hybrenet_jax.schema import TrainConfig
+from hybrenet_jax.train.rundir import finished_run_model
 
 RESULT_JSON = "criticality.json"
 RESULT_MD = "criticality.md"
@@ -139,7 +139,7 @@ def load_result(workdir: str | pathlib.Path) -> CriticalityResult | None:
     return CriticalityResult.from_dict(json.loads(path.read_text()))
 
 
-def measure_criticality(config: ml_collections.ConfigDict, model: str,
+def measure_criticality(config: TrainConfig, model: str,
                         workdir: str | pathlib.Path, teacher_workdir: str | None = None,
                         log: Log = print) -> CriticalityResult:
     """Train the per-stage networks (resuming; finished ones skipped) and write the result.
@@ -151,7 +151,7 @@ def measure_criticality(config: ml_collections.ConfigDict, model: str,
       teacher_workdir: a finished teacher run for KD; ``None`` trains with plain CE.
     """
     workdir = pathlib.Path(workdir)
-    teacher_model = check_teacher(teacher_workdir) if teacher_workdir else ""
+    teacher_model = finished_run_model(teacher_workdir) if teacher_workdir else ""
     distill = "kd" if teacher_workdir else "none"
     jobs = stage_jobs(model, config.dataset, workdir, distill, str(teacher_workdir or ""),
                       teacher_model)

@@ -1,45 +1,30 @@
 """Resumable training jobs and the ``results.jsonl`` log of the pipelines.
 
 Every network a pipeline trains is a :class:`TrainJob` with its own workdir. :func:`run_job`
-calls :func:`hybrenet_jax.train.train_and_evaluate`, which resumes from the newest intact
+calls :func:`hybrenet_jax.train.loop.train_once`, which resumes from the newest intact
 checkpoint of that workdir; a workdir that already holds ``summary.json`` is finished and is
-not trained again. :class:`ResultsLog` appends one JSON line per finished model (flushed and
+not trained again. :class:`~hybrenet_jax.train.rundir.ResultsLog` appends one JSON line per finished model (flushed and
 fsynced), so an interrupted pipeline loses at most the run in progress, and that run resumes
 from its checkpoints when the same command is run again.
 """
 
 from __future__ import annotations
 
-import copy
 import dataclasses
-import json
-import os
 import pathlib
 from typing import Callable
-
-import ml_collections
 
 from hybrenet_jax.counts import count
 from hybrenet_jax.model_string import spec_from_model_string
 from hybrenet_jax.pipeline.errors import PipelineError
-from hybrenet_jax.pipeline.estimate import add_epochs
-from hybrenet_jax.pipeline.settings import DISTILL
-from hybrenet_jax.train import train_and_evaluate
+from hybrenet_jax.schema import DISTILL_KINDS, TrainConfig, updated
+from hybrenet_jax.train.loop import train_once
+from hybrenet_jax.train.rundir import ResultsLog, read_summary
 
 Log = Callable[[str], None]
 ROLES = ("teacher", "criticality", "variant", "pretrained")
 #: ``role`` of the ``results.jsonl`` line that summarizes one variant's DKD beta sweep.
 DKD_BEST = "dkd_best"
-
-
-class Preempted(Exception):
-    """A training run was stopped by SIGTERM after saving a checkpoint; rerun to resume."""
-
-    def __init__(self, workdir: pathlib.Path, step: int):
-        super().__init__(f"preempted at step {step} in {workdir}; rerun the same command to "
-                         "resume")
-        self.workdir = workdir
-        self.step = step
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,8 +44,9 @@ class TrainJob:
     extra_epochs: float = 0.0  # epochs added to the config's schedule (DKD warm-up, spec §7)
 
     def __post_init__(self) -> None:
-        if self.distill not in DISTILL:
-            raise PipelineError(f"distill={self.distill!r}; accepted: {', '.join(DISTILL)}")
+        if self.distill not in DISTILL_KINDS:
+            raise PipelineError(f"distill={self.distill!r}; accepted: "
+                                f"{', '.join(DISTILL_KINDS)}")
         if self.distill != "dkd" and (self.dkd_beta is not None or self.extra_epochs):
             raise PipelineError(f"{self.model}: dkd_beta/extra_epochs need distill=dkd")
         if self.extra_epochs < 0:
@@ -104,48 +90,39 @@ def record_key(rec: dict) -> tuple:
                    rec.get("dkd_beta"), rec.get("extra_epochs"))
 
 
-def job_config(base: ml_collections.ConfigDict, job: TrainJob) -> ml_collections.ConfigDict:
-    """The training config of ``job``: ``base`` with its model, dataset and distillation.
+def job_config(base: TrainConfig, job: TrainJob) -> TrainConfig:
+    """The training config of ``job``: ``base`` with its model, dataset and distillation
+    (whatever ``base.distill.kind`` says: the pipeline decides each run's distillation).
 
-    A DKD job also sets ``distill.dkd_beta`` (when the job names one) and trains
-    ``job.extra_epochs`` epochs longer (:func:`add_epochs`).
+    A DKD job also sets ``distill.dkd_beta`` (when the job names one) and, when it has
+    ``extra_epochs``, trains the warm-up on top of the schedule (``distill.dkd_warmup_extra``;
+    ``extra_epochs`` is ``distill.dkd_warmup_epochs`` then).
     """
-    config = copy.deepcopy(base)
-    config.model = job.model
-    config.dataset = job.dataset
-    config.distill.kind = job.distill
-    config.distill.teacher_workdir = job.teacher_workdir if job.distill != "none" else ""
-    config.distill.teacher_model = job.teacher_model if job.distill != "none" else ""
-    if job.distill == "dkd":
-        if job.dkd_beta is not None:
-            config.distill.dkd_beta = float(job.dkd_beta)
-        add_epochs(config, job.extra_epochs)
-    return config
+    if job.distill == "dkd" and job.extra_epochs \
+            and job.extra_epochs != base.distill.dkd_warmup_epochs:
+        raise PipelineError(f"{job.model}: extra_epochs={job.extra_epochs:g} differs from "
+                            f"distill.dkd_warmup_epochs={base.distill.dkd_warmup_epochs:g}")
+    distilled = job.distill != "none"
+    changes = {"model": job.model, "dataset": job.dataset, "distill.kind": job.distill,
+               "distill.teacher_workdir": job.teacher_workdir if distilled else "",
+               "distill.teacher_model": job.teacher_model if distilled else "",
+               "distill.dkd_warmup_extra": bool(job.extra_epochs)}
+    if job.distill == "dkd" and job.dkd_beta is not None:
+        changes["distill.dkd_beta"] = float(job.dkd_beta)
+    return updated(base, changes)
 
 
-def teacher_config(base: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-    """``base`` with the teacher's duration (``pipeline.teacher_num_epochs`` when > 0)."""
-    config = copy.deepcopy(base)
-    epochs = int(base.pipeline.teacher_num_epochs) if "pipeline" in base else 0
-    if epochs > 0:
-        config.num_epochs = epochs
-        config.total_steps = 0
-    return config
+def teacher_config(base: TrainConfig) -> TrainConfig:
+    """``base`` without distillation and with the teacher's duration
+    (``pipeline.teacher_num_epochs`` when > 0)."""
+    changes: dict = {"distill.kind": "none", "distill.teacher_workdir": "",
+                     "distill.teacher_model": ""}
+    if base.pipeline.teacher_num_epochs > 0:
+        changes.update(num_epochs=base.pipeline.teacher_num_epochs, total_steps=0)
+    return updated(base, changes)
 
 
-def read_summary(workdir: pathlib.Path) -> dict | None:
-    """The ``summary.json`` of a finished run, or ``None`` when the run has not finished."""
-    path = pathlib.Path(workdir) / "summary.json"
-    if not path.is_file():
-        return None
-    try:
-        summary = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return None  # half-written by another tool: train again (train_and_evaluate resumes)
-    return summary if isinstance(summary, dict) and "test_accuracy" in summary else None
-
-
-def run_job(config: ml_collections.ConfigDict, job: TrainJob, log: Log) -> dict:
+def run_job(config: TrainConfig, job: TrainJob, log: Log) -> dict:
     """Train ``job`` (resuming) unless its workdir is finished; return its summary.
 
     Raises:
@@ -162,26 +139,9 @@ def run_job(config: ml_collections.ConfigDict, job: TrainJob, log: Log) -> dict:
             raise PipelineError(f"{job.workdir} holds a run of {job.model} trained with "
                                 f"distill={summary.get('distill')}, not {job.distill}: use "
                                 "another workdir (or the same teacher option as before)")
-        log(f"finished already: {job.model} ({job.workdir})")
-        return summary
-    log(f"training {job.role} {job.model} (distill {job.tag}) in {job.workdir}")
-    summary = train_and_evaluate(job_config(config, job), job.workdir)
-    if summary.get("preempted"):
-        raise Preempted(job.workdir, int(summary.get("step", 0)))
-    return summary
-
-
-def check_teacher(workdir: str | os.PathLike) -> str:
-    """The model string of a finished teacher run (raises a clear error if it is missing)."""
-    path = pathlib.Path(workdir)
-    if not path.is_dir():
-        raise PipelineError(f"teacher workdir {path} does not exist; train the teacher first "
-                            "(python -m launch.train ...) or leave the option out")
-    summary = read_summary(path)
-    if summary is None or not ((path / "best").is_dir() or (path / "checkpoints").is_dir()):
-        raise PipelineError(f"teacher workdir {path} holds no finished training run "
-                            "(summary.json and checkpoints); finish its training first")
-    return str(summary.get("model", ""))
+    else:
+        log(f"training {job.role} {job.model} (distill {job.tag}) in {job.workdir}")
+    return train_once(job_config(config, job), job.workdir, log)
 
 
 def result_record(job: TrainJob, summary: dict) -> dict:
@@ -218,48 +178,22 @@ def result_record(job: TrainJob, summary: dict) -> dict:
     return record
 
 
-class ResultsLog:
-    """``results.jsonl``: one JSON object per finished model, appended durably."""
-
-    def __init__(self, path: str | os.PathLike):
-        self.path = pathlib.Path(path)
-
-    def records(self) -> list[dict]:
-        """Every well-formed line (lines that fail to parse are ignored here)."""
-        if not self.path.is_file():
-            return []
-        out = []
-        for line in self.path.read_text().splitlines():
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if isinstance(rec, dict):
-                out.append(rec)
-        return out
-
-    def find(self, model: str, dataset: str, distill: str, dkd_beta: float | None = None,
-             extra_epochs: float = 0.0) -> dict | None:
-        """The recorded run of ``model`` on ``dataset`` with ``distill`` (and, for DKD, the
-        same beta and extra epochs), if any; ``dkd_best`` summary lines are not runs."""
-        want = run_key(model, dataset, distill, dkd_beta, extra_epochs)
-        for rec in self.records():
-            if rec.get("role") != DKD_BEST and record_key(rec) == want:
-                return rec
-        return None
-
-    def append(self, record: dict) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self.path.open("a") as f:
-            f.write(json.dumps(record) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+def find_record(results: ResultsLog, model: str, dataset: str, distill: str,
+                dkd_beta: float | None = None, extra_epochs: float = 0.0) -> dict | None:
+    """The recorded run of ``model`` on ``dataset`` with ``distill`` (and, for DKD, the same
+    beta and extra epochs), if any; ``dkd_best`` summary lines are not runs."""
+    want = run_key(model, dataset, distill, dkd_beta, extra_epochs)
+    for rec in results.records():
+        if rec.get("role") != DKD_BEST and record_key(rec) == want:
+            return rec
+    return None
 
 
-def run_and_record(config: ml_collections.ConfigDict, job: TrainJob, results: ResultsLog,
+def run_and_record(config: TrainConfig, job: TrainJob, results: ResultsLog,
                    log: Log) -> tuple[dict, bool]:
     """Run ``job`` unless ``results`` has it; returns ``(record, trained_or_recorded_now)``."""
-    found = results.find(job.model, job.dataset, job.distill, job.dkd_beta, job.extra_epochs)
+    found = find_record(results, job.model, job.dataset, job.distill, job.dkd_beta,
+                        job.extra_epochs)
     if found is not None:
         log(f"in {results.path.name} already: {job.model} ({job.tag})")
         return found, False

@@ -11,7 +11,6 @@ import dataclasses
 import pathlib
 from typing import Iterable, Sequence
 
-import ml_collections
 
 from hybrenet_jax.counts import Counts, count
 from hybrenet_jax.model_string import spec_from_model_string
@@ -19,6 +18,7 @@ from hybrenet_jax.netspec import stage_names
 from hybrenet_jax.pipeline.errors import PipelineError
 from hybrenet_jax.pipeline.estimate import images_seen, planned_epochs, training_flops
 from hybrenet_jax.pipeline.naming import run_dir_name
+from hybrenet_jax.schema import TrainConfig
 
 MODELS_DIR = "models"
 TEACHER_DIR = "teacher"
@@ -118,13 +118,13 @@ def variant_workdir(workdir: pathlib.Path, model: str, dataset: str, distill: st
     return pathlib.Path(workdir) / MODELS_DIR / run_dir_name(model, dataset, distill)
 
 
-def plan_row(config: ml_collections.ConfigDict, dataset: str, p: PlannedModel, distill: str,
+def plan_row(config: TrainConfig, dataset: str, p: PlannedModel, distill: str,
              teacher_flops: int, workdir: pathlib.Path | None,
              budgets: Sequence[int] = (), dkd_beta: float | None = None,
              extra_epochs: float = 0.0) -> dict:
     """One ``--dry-run --json`` object: counts, distillation, epochs and training FLOPs.
 
-    ``config`` is the run's own config (a DKD run's already holds its extra epochs);
+    ``config`` is the run's own config (a DKD run's says whether its warm-up is extra);
     ``workdir`` is the run directory the model will train in (``None``: not shown).
     ``epochs`` is the run's whole duration, ``extra_epochs`` the part added to the base
     schedule (DKD warm-up), ``dkd_beta`` the DKD non-target weight (``None`` unless DKD).

@@ -16,7 +16,10 @@ Restarting the same command skips models already in ``results.jsonl`` (or whose 
 DKD (spec §7): every variant is trained once per non-target weight beta of
 ``PipelineOptions.dkd_betas`` (the paper's 0.8, 1, 2, 6; target weight ``distill.dkd_alpha``),
 each for ``distill.dkd_warmup_epochs`` more epochs than the base schedule when
-``dkd_warmup_extra`` (the paper's "20 additional epochs for warmup"). Once a variant's sweep
+``dkd_warmup_extra`` (the paper's "20 additional epochs for warmup"; the config field
+``distill.dkd_warmup_extra`` that the training loop reads). Every run's distillation is the
+pipeline's (``--distill``), whatever the config's ``distill.kind``; the teacher trains
+without. Once a variant's sweep
 is complete, a ``role: "dkd_best"`` line names its best run.
 """
 
@@ -27,19 +30,17 @@ import json
 import pathlib
 from typing import Callable, Sequence
 
-import ml_collections
-
 from hybrenet_jax.counts import count
 from hybrenet_jax.model_string import spec_from_model_string
 from hybrenet_jax.pipeline import criticality as crit
 from hybrenet_jax.pipeline.errors import PipelineError
-from hybrenet_jax.pipeline.jobs import (DKD_BEST, Log, ResultsLog, TrainJob, check_teacher,
-                                        job_config, record_key, run_and_record,
-                                        teacher_config)
+from hybrenet_jax.pipeline.jobs import (DKD_BEST, Log, TrainJob, job_config, record_key,
+                                        run_and_record, teacher_config)
+from hybrenet_jax.train.rundir import ResultsLog, finished_run_model
 from hybrenet_jax.pipeline.planning import (CRITICALITY_DIR, RESULTS, TEACHER_DIR,
                                             PlannedModel, plan_row, planned_model,
                                             variant_workdir)
-from hybrenet_jax.pipeline.settings import DISTILL, PAPER_DKD_BETAS, parse_dkd_betas
+from hybrenet_jax.schema import DISTILL_KINDS, PAPER_DKD_BETAS, TrainConfig, parse_dkd_betas
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,12 +61,12 @@ class PipelineOptions:
     teacher_workdir: str = ""  # a finished external teacher run; "" = train DIR/teacher
     budgets: tuple[int, ...] = ()
     dkd_betas: tuple[float, ...] = PAPER_DKD_BETAS  # one DKD run per beta
-    dkd_warmup_extra: bool = True  # DKD runs: + distill.dkd_warmup_epochs epochs
+    dkd_warmup_extra: bool = True  # DKD runs: + distill.dkd_warmup_epochs epochs on top
 
     def __post_init__(self) -> None:
-        if self.distill not in DISTILL:
+        if self.distill not in DISTILL_KINDS:
             raise PipelineError(f"distill={self.distill!r} (--distill or pipeline.distill); "
-                                f"accepted: {', '.join(DISTILL)}")
+                                f"accepted: {', '.join(DISTILL_KINDS)}")
         object.__setattr__(self, "dkd_betas", parse_dkd_betas(self.dkd_betas))
 
     @property
@@ -73,22 +74,22 @@ class PipelineOptions:
         return ResultsLog(self.workdir / RESULTS)
 
 
-def teacher_model_name(config: ml_collections.ConfigDict, options: PipelineOptions) -> str:
+def teacher_model_name(config: TrainConfig, options: PipelineOptions) -> str:
     """The teacher's model string (checks an external teacher run exists)."""
     if options.distill == "none":
         return ""
     if options.teacher_workdir:
-        return check_teacher(options.teacher_workdir) or config.pipeline.teacher_model
+        return finished_run_model(options.teacher_workdir) or config.pipeline.teacher_model
     return str(config.pipeline.teacher_model)
 
 
-def resolve_teacher(config: ml_collections.ConfigDict, options: PipelineOptions,
+def resolve_teacher(config: TrainConfig, options: PipelineOptions,
                     log: Log) -> TeacherRun:
     """Train ``DIR/teacher`` once (resumable) unless an external teacher is given."""
     if options.distill == "none":
         return TeacherRun()
     if options.teacher_workdir:
-        return TeacherRun(options.teacher_workdir, check_teacher(options.teacher_workdir))
+        return TeacherRun(options.teacher_workdir, finished_run_model(options.teacher_workdir))
     job = TrainJob(model=str(config.pipeline.teacher_model), dataset=config.dataset,
                    workdir=options.workdir / TEACHER_DIR, role="teacher", label="teacher")
     log(f"[teacher] {job.model}")
@@ -96,7 +97,7 @@ def resolve_teacher(config: ml_collections.ConfigDict, options: PipelineOptions,
     return TeacherRun(str(job.workdir), job.model)
 
 
-def measure_order(config: ml_collections.ConfigDict, model: str, options: PipelineOptions,
+def measure_order(config: TrainConfig, model: str, options: PipelineOptions,
                   teacher: TeacherRun, log: Log) -> crit.CriticalityResult:
     """Criticality of ``model`` in ``DIR/criticality`` (KD from the teacher when there is one)."""
     if not teacher.workdir:
@@ -106,14 +107,14 @@ def measure_order(config: ml_collections.ConfigDict, model: str, options: Pipeli
                                     teacher_workdir=teacher.workdir or None, log=log)
 
 
-def dkd_extra_epochs(config: ml_collections.ConfigDict, options: PipelineOptions) -> float:
+def dkd_extra_epochs(config: TrainConfig, options: PipelineOptions) -> float:
     """Epochs a DKD run trains beyond the base schedule (0 when the ramp lies inside it)."""
     if options.distill != "dkd" or not options.dkd_warmup_extra:
         return 0.0
     return float(config.distill.dkd_warmup_epochs)
 
 
-def variant_jobs(config: ml_collections.ConfigDict, p: PlannedModel, options: PipelineOptions,
+def variant_jobs(config: TrainConfig, p: PlannedModel, options: PipelineOptions,
                  teacher: TeacherRun) -> list[TrainJob]:
     """The training runs of one planned variant: one, or one per DKD beta."""
     common = dict(model=p.model, dataset=config.dataset, distill=options.distill,
@@ -152,7 +153,7 @@ def _record_best(results: ResultsLog, runs: Sequence[dict]) -> dict:
     return best
 
 
-def train_planned(config: ml_collections.ConfigDict, planned: Sequence[PlannedModel],
+def train_planned(config: TrainConfig, planned: Sequence[PlannedModel],
                   options: PipelineOptions, teacher: TeacherRun, log: Log) -> list[dict]:
     """Train every planned variant (skipping finished runs); returns their result records.
 
@@ -190,7 +191,7 @@ def measured_order(workdir: pathlib.Path | None, model: str) -> tuple[int, ...] 
     return result.order
 
 
-def run_pipeline(config: ml_collections.ConfigDict, options: PipelineOptions, planned,
+def run_pipeline(config: TrainConfig, options: PipelineOptions, planned,
                  plan_for_order: Callable, criticality_model: str | None, command: str,
                  log: Log) -> list[dict]:
     """The teacher, then (when ``planned`` is None) the criticality order, then every variant.
@@ -214,7 +215,7 @@ def run_pipeline(config: ml_collections.ConfigDict, options: PipelineOptions, pl
     return train_planned(config, planned.variants, options, teacher, log)
 
 
-def dry_run_rows(config: ml_collections.ConfigDict, planned: Sequence[PlannedModel],
+def dry_run_rows(config: TrainConfig, planned: Sequence[PlannedModel],
                  options: PipelineOptions, criticality_model: str | None = None) -> list[dict]:
     """``--dry-run`` rows: the teacher, the criticality runs (if measured) and the variants."""
     dataset = config.dataset

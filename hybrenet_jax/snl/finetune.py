@@ -15,10 +15,11 @@ import jax
 import numpy as np
 
 from hybrenet_jax.netspec import NetSpec
-from hybrenet_jax.snl.model import build_snl_model
-from hybrenet_jax.snl.runtime import Runtime, as_float32, restore
-from hybrenet_jax.snl.settings import SNLSettings
+from hybrenet_jax.schema import SNLConfig
+from hybrenet_jax.snl.model import as_float32, build_snl_model
 from hybrenet_jax.snl.steps import SNLLoss, make_finetune_step
+from hybrenet_jax.train.checkpoint import Checkpointer
+from hybrenet_jax.train.setup import Setup
 from hybrenet_jax.train.state import create_state, learning_rate_schedule, make_optimizer
 from hybrenet_jax.train.steps import Teacher
 
@@ -28,19 +29,19 @@ def mask_collection(binary: Mapping[str, np.ndarray]) -> dict:
     return {name: {"mask": np.asarray(m, np.float32)} for name, m in binary.items()}
 
 
-def finetune_steps(settings: SNLSettings, runtime: Runtime) -> int:
+def finetune_steps(settings: SNLConfig, steps_per_epoch: int) -> int:
     """Fine-tuning length in steps (``finetune_steps`` or epochs x steps per epoch)."""
-    return settings.finetune_steps or settings.finetune_epochs * runtime.steps_per_epoch
+    return settings.finetune_steps or settings.finetune_epochs * steps_per_epoch
 
 
-def finetune(runtime: Runtime, settings: SNLSettings, spec: NetSpec, params: dict,
+def finetune(setup: Setup, settings: SNLConfig, spec: NetSpec, params: dict,
              batch_stats: dict, binary: Mapping[str, np.ndarray], teacher: Teacher | None,
              directory: pathlib.Path, log: Callable[[str], None]) -> dict:
     """Fine-tune (or resume) and return the final variables, ``relu_masks`` included."""
-    model = build_snl_model(spec, runtime.dtype, settings.granularity, learnable_masks=False,
+    model = build_snl_model(spec, setup.dtype, settings.granularity, learnable_masks=False,
                             mask_stem=settings.mask_stem)
-    total = finetune_steps(settings, runtime)
-    masks = runtime.replicate(as_float32(mask_collection(binary)))
+    total = finetune_steps(settings, setup.steps_per_epoch)
+    masks = setup.replicate(as_float32(mask_collection(binary)))
     if total == 0:
         return {"params": params, "batch_stats": batch_stats, "relu_masks": masks}
     schedule = learning_rate_schedule(settings.finetune_learning_rate, total, 0, "cosine")
@@ -51,19 +52,15 @@ def finetune(runtime: Runtime, settings: SNLSettings, spec: NetSpec, params: dic
         return create_state({"params": params, "batch_stats": batch_stats}, optimizer)
 
     directory.mkdir(parents=True, exist_ok=True)
-    state, meta, checkpointer = restore(directory, init, runtime.mesh)
+    checkpointer = Checkpointer(directory, max_to_keep=1, keep_best=0, use_async=False)
+    state, meta = setup.restore(checkpointer, init)
     if meta is not None:
         log(f"SNL fine-tuning resumed at step {int(state.step)} of {total}")
-    step_fn = make_finetune_step(model, optimizer, SNLLoss(settings.kd, settings.temperature,
-                                                           settings.kd_weight),
-                                 runtime.mesh, teacher)
+    step_fn = make_finetune_step(model, optimizer, SNLLoss.of(settings), setup.mesh, teacher,
+                                 schedule)
     teacher_vars = teacher.variables if teacher else None
-    step = int(state.step)
-    stream = runtime.batches(step)
-    while step < total:
-        state, _ = step_fn(state, next(stream), teacher_vars, masks)
-        step += 1
-        if step % runtime.steps_per_epoch == 0 or step == total:
+    for step, state, _ in setup.steps(step_fn, state, total, teacher_vars, masks):
+        if step % setup.steps_per_epoch == 0 or step == total:
             checkpointer.save(step, state, {"step": step, "of": total}, force=True)
     checkpointer.close()
     state = jax.device_get(state)

@@ -20,7 +20,8 @@ import numpy as np
 
 from hybrenet_jax.architecture import ReluSite, expand
 from hybrenet_jax.netspec import NetSpec
-from hybrenet_jax.snl.settings import GRANULARITIES, SNLError
+from hybrenet_jax.schema import GRANULARITIES
+from hybrenet_jax.snl.errors import SNLError
 
 Masks = dict[str, np.ndarray]
 #: Name of the stem's ReLU site (ResNet-family networks; WRN and VGG have none). SNL leaves

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+import jax
 import jax.numpy as jnp
 
 from hybrenet_jax.architecture import ReluSite, expand
@@ -52,3 +53,8 @@ def build_snl_model(spec: NetSpec, dtype: Any = jnp.float32, mask_granularity: s
 
 
 __all__ = ["STEM_SITE", "SNLNetwork", "build_snl_model", "linear_sites"]
+
+
+def as_float32(tree: Any) -> Any:
+    """Host numpy tree -> float32 jax arrays (mask values, loaded variables)."""
+    return jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), tree)

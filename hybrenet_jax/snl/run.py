@@ -14,30 +14,29 @@ Workdir layout (every phase resumes or is skipped when finished)::
 
 from __future__ import annotations
 
-import copy
-import json
 import pathlib
 import time
+from collections.abc import Mapping
 from typing import Callable
 
 import jax
-import ml_collections
 
 from hybrenet_jax.counts import count
 from hybrenet_jax.model_string import model_string_with, spec_from_model_string
 from hybrenet_jax.netspec import stage_name
-from hybrenet_jax.pipeline.jobs import (ResultsLog, TrainJob, check_teacher, read_summary,
-                                        run_job)
+from hybrenet_jax.schema import TrainConfig, build_config, updated
+from hybrenet_jax.snl.errors import SNLError
 from hybrenet_jax.snl.finetune import finetune
 from hybrenet_jax.snl.masks import (binarize, load_masks, mask_sites, relu_count, save_masks,
                                     total_relus)
-from hybrenet_jax.snl.model import build_snl_model, linear_sites
-from hybrenet_jax.snl.runtime import Runtime, as_float32
+from hybrenet_jax.snl.model import as_float32, build_snl_model, linear_sites
 from hybrenet_jax.snl.search import search_masks
-from hybrenet_jax.snl.settings import SNLError, SNLSettings, snl_settings
 from hybrenet_jax.snl.sparse import traced_relus
 from hybrenet_jax.train.checkpoint import Checkpointer, load_variables
-from hybrenet_jax.train.loop import load_teacher
+from hybrenet_jax.train.loop import train_once
+from hybrenet_jax.train.rundir import (ResultsLog, finished_run_model, read_summary,
+                                       write_summary)
+from hybrenet_jax.train.setup import Setup, load_teacher
 from hybrenet_jax.variables import validate_variables
 
 Log = Callable[[str], None]
@@ -64,25 +63,26 @@ def check_budget(budget: int, sites, model: str) -> int:
     return total
 
 
-def _pretrained(config, model: str, workdir: pathlib.Path, given: str | None, log: Log) -> str:
+def _pretrained(config: TrainConfig, model: str, workdir: pathlib.Path, given: str | None,
+                log: Log) -> str:
     if given:
-        recorded = check_teacher(given)
+        recorded = finished_run_model(given, "pretrained")
         if recorded and recorded != model:
             raise SNLError(f"pretrained workdir {given} holds {recorded!r}, not {model!r}")
         return str(given)
-    job = TrainJob(model=model, dataset=config.dataset, workdir=workdir / "pretrained",
-                   role="pretrained", label="SNL pretrained network")
-    run_job(config, job, log)  # distill none: the job's config trains without a teacher
-    return str(job.workdir)
+    directory = workdir / "pretrained"
+    log(f"training the SNL pretrained network {model} in {directory}")
+    train_once(updated(config, {"model": model, "distill.kind": "none",
+                                "distill.teacher_workdir": ""}), directory, log)
+    return str(directory)
 
 
-def _teacher(config, runtime: Runtime, settings: SNLSettings, teacher_dir: str):
-    if not settings.kd:
+def _teacher(config: TrainConfig, setup: Setup, teacher_dir: str):
+    if not config.snl.kd:
         return None
-    teacher_config = copy.deepcopy(config)
-    teacher_config.distill.teacher_workdir = teacher_dir
-    teacher_config.distill.teacher_model = check_teacher(teacher_dir)
-    return load_teacher(teacher_config, config.dataset, runtime.mesh)
+    teacher = updated(config, {"distill.teacher_workdir": teacher_dir,
+                               "distill.teacher_model": finished_run_model(teacher_dir)})
+    return load_teacher(teacher, setup.mesh)
 
 
 def _initial_variables(spec, pretrained_dir: str) -> tuple[dict, dict]:
@@ -93,13 +93,14 @@ def _initial_variables(spec, pretrained_dir: str) -> tuple[dict, dict]:
     return as_float32(variables["params"]), as_float32(variables.get("batch_stats", {}))
 
 
-def run_snl(config: ml_collections.ConfigDict, model: str, budget: int,
+def run_snl(config: TrainConfig | Mapping, model: str, budget: int,
             workdir: str | pathlib.Path, pretrained_workdir: str | None = None,
             teacher_workdir: str | None = None, log: Log = print) -> dict:
     """Run SNL on ``model`` for ``budget`` ReLUs; returns (and writes) ``summary.json``.
 
     Args:
-      config: training config; ``config.snl`` holds the SNL settings (defaults if absent).
+      config: training config (typed, or a mapping built here); ``config.snl`` holds the SNL
+        settings.
       model: model string of the network (``config.snl.thin`` is applied to it first).
       budget: ReLUs to keep (count of kept mask entries, in ReLUs).
       workdir: the SNL directory (see the module docstring).
@@ -108,13 +109,14 @@ def run_snl(config: ml_collections.ConfigDict, model: str, budget: int,
     """
     start = time.time()
     workdir = pathlib.Path(workdir)
-    settings = snl_settings(config)
+    config = build_config(config)
+    settings = config.snl
     model = snl_model(model, settings.thin, config.dataset)
     spec = spec_from_model_string(model, config.dataset)
     sites = mask_sites(spec, settings.granularity, settings.mask_stem)
     total = check_budget(int(budget), sites, model)
     if teacher_workdir:
-        check_teacher(teacher_workdir)
+        finished_run_model(teacher_workdir)
     done = read_summary(workdir)
     if done is not None:
         log(f"SNL finished already in {workdir}")
@@ -122,13 +124,13 @@ def run_snl(config: ml_collections.ConfigDict, model: str, budget: int,
         return done
 
     pretrained_dir = _pretrained(config, model, workdir, pretrained_workdir, log)
-    runtime = Runtime.create(config)
-    teacher = _teacher(config, runtime, settings, teacher_workdir or pretrained_dir)
+    setup = Setup.create(config)
+    teacher = _teacher(config, setup, teacher_workdir or pretrained_dir)
     params, batch_stats = _initial_variables(spec, pretrained_dir)
 
     log(f"SNL mask search on {model}: {total} ReLUs -> budget {budget} "
         f"({settings.granularity} masks)")
-    found = search_masks(runtime, settings, spec, params, batch_stats, teacher, int(budget),
+    found = search_masks(setup, settings, spec, params, batch_stats, teacher, int(budget),
                          workdir / "search", log)
     save_masks(workdir / "search_masks.npz", found.masks)
     binary, kept_info = binarize(found.masks, sites, int(budget), settings.threshold,
@@ -139,12 +141,12 @@ def run_snl(config: ml_collections.ConfigDict, model: str, budget: int,
     log(f"SNL binarized: {kept} ReLUs kept ({kept_info['above_threshold']} above threshold, "
         f"{kept_info['filled']} filled)")
 
-    variables = finetune(runtime, settings, spec, found.params, found.batch_stats, binary,
+    variables = finetune(setup, settings, spec, found.params, found.batch_stats, binary,
                          teacher, workdir / "finetune", log)
     variables = jax.device_get(variables)
-    masked = build_snl_model(spec, runtime.dtype, settings.granularity, learnable_masks=False,
+    masked = build_snl_model(spec, setup.dtype, settings.granularity, learnable_masks=False,
                              mask_stem=settings.mask_stem)
-    metrics = runtime.evaluate(masked, runtime.replicate(variables))
+    metrics = setup.evaluate(setup.eval_step(masked), setup.replicate(variables))
     traced = traced_relus(spec, settings.granularity, binary, settings.mask_stem)
     if traced != kept:
         raise RuntimeError(f"traced ReLUs {traced} != kept mask count {kept} (bug)")
@@ -173,9 +175,7 @@ def run_snl(config: ml_collections.ConfigDict, model: str, budget: int,
         "teacher_workdir": (teacher_workdir or pretrained_dir) if settings.kd else "",
         "wall_seconds": time.time() - start,
     }
-    tmp = workdir / "summary.json.tmp"
-    tmp.write_text(json.dumps(summary, indent=2))
-    tmp.replace(workdir / "summary.json")
+    write_summary(workdir, summary)
     _record(workdir, summary)
     return summary
 

@@ -25,10 +25,11 @@ import jax.numpy as jnp
 from hybrenet_jax.netspec import NetSpec
 from hybrenet_jax.snl.masks import (Masks, mask_sites, masks_from_params, relu_count,
                                     strip_masks, total_relus, with_masks)
+from hybrenet_jax.schema import SNLConfig
 from hybrenet_jax.snl.model import build_snl_model
-from hybrenet_jax.snl.runtime import Runtime, restore
-from hybrenet_jax.snl.settings import SNLSettings
 from hybrenet_jax.snl.steps import SNLLoss, make_search_step, search_optimizer
+from hybrenet_jax.train.checkpoint import Checkpointer
+from hybrenet_jax.train.setup import Setup
 from hybrenet_jax.train.state import create_state
 from hybrenet_jax.train.steps import Teacher
 
@@ -47,13 +48,13 @@ class SearchOutcome:
     reached: bool
 
 
-def search_masks(runtime: Runtime, settings: SNLSettings, spec: NetSpec, params: dict,
+def search_masks(setup: Setup, settings: SNLConfig, spec: NetSpec, params: dict,
                  batch_stats: dict, teacher: Teacher | None, budget: int,
                  directory: pathlib.Path, log: Callable[[str], None]) -> SearchOutcome:
     """Run (or resume) the mask search of ``spec`` from pretrained ``params``/``batch_stats``."""
     sites = mask_sites(spec, settings.granularity, settings.mask_stem)
     total = total_relus(sites)
-    model = build_snl_model(spec, runtime.dtype, settings.granularity, learnable_masks=True,
+    model = build_snl_model(spec, setup.dtype, settings.granularity, learnable_masks=True,
                             mask_stem=settings.mask_stem)
     optimizer = search_optimizer(settings.search_learning_rate, settings.masks_learning_rate)
 
@@ -63,21 +64,19 @@ def search_masks(runtime: Runtime, settings: SNLSettings, spec: NetSpec, params:
                             optimizer)
 
     directory.mkdir(parents=True, exist_ok=True)
-    state, meta, checkpointer = restore(directory, init, runtime.mesh)
+    checkpointer = Checkpointer(directory, max_to_keep=1, keep_best=0, use_async=False)
+    state, meta = setup.restore(checkpointer, init)
     progress = {"epoch": 0, "lasso": settings.lasso, "lowest": total, "count": total,
                 "reached": False}
     if meta is not None:
         progress.update({k: meta[k] for k in progress if k in meta})
         log(f"SNL search resumed at search epoch {progress['epoch']} (lambda "
             f"{progress['lasso']:.3g}, {progress['count']} ReLUs above threshold)")
-    step_fn = make_search_step(model, optimizer, SNLLoss(settings.kd, settings.temperature,
-                                                         settings.kd_weight),
-                               runtime.mesh, teacher)
+    step_fn = make_search_step(model, optimizer, SNLLoss.of(settings), setup.mesh, teacher)
     teacher_vars = teacher.variables if teacher else None
-    steps_per = settings.epoch_steps or runtime.steps_per_epoch
-    save_every = max(1, runtime.steps_per_epoch // steps_per)
+    steps_per = settings.epoch_steps or setup.steps_per_epoch
+    save_every = max(1, setup.steps_per_epoch // steps_per)
     history = directory / "search.jsonl"
-    stream = runtime.batches(int(state.step))
     saved_step = int(state.step) if meta is not None else -1
 
     def save() -> None:
@@ -88,8 +87,9 @@ def search_masks(runtime: Runtime, settings: SNLSettings, spec: NetSpec, params:
 
     while not progress["reached"] and progress["epoch"] < settings.max_epochs:
         lam = jnp.float32(progress["lasso"])
-        for _ in range(steps_per):
-            state, metrics = step_fn(state, next(stream), teacher_vars, lam)
+        for _, state, metrics in setup.steps(step_fn, state, int(state.step) + steps_per,
+                                             teacher_vars, lam):
+            pass
         masks = masks_from_params(jax.device_get(state.params), sites)
         count = relu_count(masks, sites, settings.threshold)
         epoch = progress["epoch"]

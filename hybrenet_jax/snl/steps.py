@@ -1,12 +1,12 @@
-"""Jitted steps of the SNL mask search and fine-tuning (reusing the project's losses).
+"""SNL's objectives on the training core's step (:func:`hybrenet_jax.train.steps.make_step`).
 
 * search: ``CE + kd_weight * KD + lambda * ||mask||_1`` with learnable masks in ``params``;
-  ``lambda`` is an argument, so changing it does not recompile;
+  ``lambda`` is the step's ``extra`` argument, so changing it does not recompile;
 * fine-tune: ``CE + kd_weight * KD`` with fixed 0/1 masks passed as the ``relu_masks``
-  collection (an argument too: the masks are data, not constants baked into the program).
+  collection (the ``extra`` argument too: the masks are data, not constants baked into the
+  program).
 
-Both keep the project's layout: the batch is sharded over the mesh's ``data`` axis and the
-state replicated (see :mod:`hybrenet_jax.train.steps`).
+The step itself (sharding, donation, the optimizer update, metrics) is the training loop's.
 """
 
 from __future__ import annotations
@@ -20,18 +20,23 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import Mesh
 
-from hybrenet_jax.train.losses import cross_entropy, kd_loss, topk_correct
-from hybrenet_jax.train.state import TrainState
-from hybrenet_jax.train.steps import Teacher, batch_sharded, replicated
+from hybrenet_jax.schema import SNLConfig
+from hybrenet_jax.train.losses import cross_entropy, kd_loss
+from hybrenet_jax.train.steps import Objective, Teacher, make_step
 
 
 @dataclasses.dataclass(frozen=True)
 class SNLLoss:
-    """Distillation part of the SNL losses."""
+    """Distillation part of the SNL losses (``CE + kd_weight * KD``, SNL's own sum)."""
 
     kd: bool = True
     temperature: float = 4.0
     kd_weight: float = 1.0
+
+    @classmethod
+    def of(cls, settings: SNLConfig) -> "SNLLoss":
+        """The loss ``config.snl`` asks for."""
+        return cls(settings.kd, settings.temperature, settings.kd_weight)
 
 
 def is_mask_path(path) -> bool:
@@ -67,64 +72,42 @@ def _distilled(logits, labels, teacher_logits, loss: SNLLoss):
     return ce + loss.kd_weight * kd, ce
 
 
-def _teacher_logits(teacher: Teacher | None, teacher_variables, images, loss: SNLLoss):
-    if teacher is None or not loss.kd:
-        return None
-    return jax.lax.stop_gradient(teacher.model.apply(teacher_variables, images, train=False))
+def search_objective(model: nn.Module, loss: SNLLoss) -> Objective:
+    """Task loss + ``lambda * ||mask||_1`` (``extra`` = lambda), masks learnt in ``params``."""
+
+    def objective(params, batch_stats, batch, teacher_logits, step, lam):  # noqa: ARG001
+        logits, updates = model.apply({"params": params, "batch_stats": batch_stats},
+                                      batch["image"], train=True, mutable=["batch_stats"])
+        task, ce = _distilled(logits, batch["label"], teacher_logits, loss)
+        l1 = mask_l1(params)
+        return task + lam * l1, (logits, updates["batch_stats"], {"ce": ce, "mask_l1": l1})
+
+    return objective
 
 
-def _descend(state: TrainState, optimizer: optax.GradientTransformation, objective, labels):
-    """One optimizer step on ``objective(params) -> (total, (logits, batch_stats, metrics))``."""
-    (total, (logits, batch_stats, metrics)), grads = jax.value_and_grad(
-        objective, has_aux=True)(state.params)
-    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
-    metrics = {"loss": total, **metrics,
-               "accuracy": jnp.mean(topk_correct(logits, labels, 1))}
-    return TrainState(step=state.step + 1, params=params, batch_stats=batch_stats,
-                      opt_state=opt_state), metrics
+def finetune_objective(model: nn.Module, loss: SNLLoss) -> Objective:
+    """Task loss with the fixed ``relu_masks`` collection (``extra``)."""
 
+    def objective(params, batch_stats, batch, teacher_logits, step, masks):  # noqa: ARG001
+        logits, updates = model.apply(
+            {"params": params, "batch_stats": batch_stats, "relu_masks": masks},
+            batch["image"], train=True, mutable=["batch_stats"])
+        total, ce = _distilled(logits, batch["label"], teacher_logits, loss)
+        return total, (logits, updates["batch_stats"], {"ce": ce})
 
-def _jit(step: Callable, mesh: Mesh) -> Callable:
-    """``step(state, batch, teacher_variables, extra)``: batch sharded, the rest replicated."""
-    rep = replicated(mesh)
-    return jax.jit(step, in_shardings=(rep, batch_sharded(mesh), rep, rep),
-                   out_shardings=(rep, rep), donate_argnums=(0,))
+    return objective
 
 
 def make_search_step(model: nn.Module, optimizer: optax.GradientTransformation,
                      loss: SNLLoss, mesh: Mesh, teacher: Teacher | None) -> Callable:
     """``step(state, batch, teacher_variables, lam) -> (state, metrics)`` (jitted, donated)."""
-
-    def step(state: TrainState, batch, teacher_variables, lam):
-        t_logits = _teacher_logits(teacher, teacher_variables, batch["image"], loss)
-
-        def objective(params):
-            logits, updates = model.apply({"params": params, "batch_stats": state.batch_stats},
-                                          batch["image"], train=True, mutable=["batch_stats"])
-            task, ce = _distilled(logits, batch["label"], t_logits, loss)
-            l1 = mask_l1(params)
-            return task + lam * l1, (logits, updates["batch_stats"], {"ce": ce, "mask_l1": l1})
-
-        return _descend(state, optimizer, objective, batch["label"])
-
-    return _jit(step, mesh)
+    return make_step(search_objective(model, loss), optimizer, mesh,
+                     teacher if loss.kd else None)
 
 
 def make_finetune_step(model: nn.Module, optimizer: optax.GradientTransformation,
-                       loss: SNLLoss, mesh: Mesh, teacher: Teacher | None) -> Callable:
+                       loss: SNLLoss, mesh: Mesh, teacher: Teacher | None,
+                       schedule: optax.Schedule | None = None) -> Callable:
     """``step(state, batch, teacher_variables, masks) -> (state, metrics)`` (fixed masks)."""
-
-    def step(state: TrainState, batch, teacher_variables, masks):
-        t_logits = _teacher_logits(teacher, teacher_variables, batch["image"], loss)
-
-        def objective(params):
-            logits, updates = model.apply(
-                {"params": params, "batch_stats": state.batch_stats, "relu_masks": masks},
-                batch["image"], train=True, mutable=["batch_stats"])
-            total, ce = _distilled(logits, batch["label"], t_logits, loss)
-            return total, (logits, updates["batch_stats"], {"ce": ce})
-
-        return _descend(state, optimizer, objective, batch["label"])
-
-    return _jit(step, mesh)
+    return make_step(finetune_objective(model, loss), optimizer, mesh,
+                     teacher if loss.kd else None, schedule)

@@ -3,7 +3,7 @@
 Sections: setup (mesh, data, model, optimizer) -> resume (latest intact checkpoint) -> loop
 (jitted donated steps, periodic eval/checkpoints, metrics, progress bar, SIGTERM or a first
 Ctrl-C = save and exit) -> summary.json. Before any of it: every config field is checked
-(``config_rules``), the workdir is locked for this run (``workdir_lock``) and must have been
+(:func:`hybrenet_jax.schema.build_config`), the workdir is locked for this run (``workdir_lock``) and must have been
 made for this config's identity (``run_identity``). Runs unchanged on 1 CPU, N simulated CPU
 devices and multi-host pods: the batch is sharded over the mesh's ``data`` axis, params are
 replicated, and every process takes the same loop decisions.
@@ -25,75 +25,50 @@ of each device of the ``data`` axis, with the learning rate scaled linearly
 from __future__ import annotations
 
 import contextlib
-import errno
 import json
 import logging
 import math
 import os
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Mapping
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 from tqdm.auto import tqdm
 
-from hybrenet_jax import data as data_lib
 from hybrenet_jax import distributed
 from hybrenet_jax.counts import count
-from hybrenet_jax.data.pipeline import train_stream
-from hybrenet_jax.data.prefetch import default_workers
-from hybrenet_jax.errors import HybrenetError
 from hybrenet_jax.model_string import spec_from_model_string
 from hybrenet_jax.models import build_model, input_shape
-from hybrenet_jax.train.checkpoint import Checkpointer, CheckpointError, load_variables
-from hybrenet_jax.train.config_rules import RULES, validate_config
+from hybrenet_jax.schema import TrainConfig, as_dict, build_config, schedule_steps, updated
+from hybrenet_jax.train.checkpoint import Checkpointer, CheckpointError
 from hybrenet_jax.train.metrics import MetricWriter
 from hybrenet_jax.train.run_identity import check_identity, record_identity
-from hybrenet_jax.train.storage import (WorkPath, temporary_sibling, workdir_path,
-                                          write_text_atomically)
+from hybrenet_jax.train.rundir import (Preempted, TrainingError, check_writable, make_workdir,
+                                       read_summary, run_directory, write_atomically,
+                                       write_summary, writing)
+from hybrenet_jax.train.setup import Setup, load_teacher
 from hybrenet_jax.train.state import (create_state, learning_rate_schedule, make_optimizer,
                                       params_digest)
-from hybrenet_jax.train.steps import (LossConfig, Teacher, make_eval_step, make_train_step,
-                                      replicated)
+from hybrenet_jax.train.steps import LossConfig, make_train_step
+from hybrenet_jax.train.storage import WorkPath
 from hybrenet_jax.train.workdir_lock import WorkdirLock
-from hybrenet_jax.variables import validate_variables
 
 log = logging.getLogger(__name__)
 
 
-class TrainingError(HybrenetError):
-    """A run cannot start or continue (bad config, diverged loss, unwritable workdir)."""
-
-
-DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 #: Several processes agree on a preemption signal every this many steps (a host-side message
 #: through JAX's coordination service; it does not wait for the devices).
 PREEMPTION_SYNC_STEPS = 10
-#: How ``batch_size`` relates to the devices (``hybrenet_jax/config.py``: ``batch_rule``).
-BATCH_RULES = ("global", "per_device")
-DISTILL = RULES["distill.kind"].choices
-if tuple(DTYPES) != RULES["dtype"].choices:  # one list of dtypes: the rule table's
-    raise ImportError("DTYPES and config_rules.RULES['dtype'] disagree")
 
 
 # -- setup helpers --------------------------------------------------------------------------
-def make_mesh(model_axis: int = 1) -> jax.sharding.Mesh:
-    """A ``(data, model)`` mesh over all devices; the model axis is reserved (size 1 today)."""
-    n = jax.device_count()
-    if model_axis < 1 or n % model_axis:
-        raise TrainingError(f"mesh_model_axis={model_axis} must divide the {n} devices")
-    # Auto axes: XLA's sharding propagation (pjit style) places every intermediate, so
-    # gradients contracted over the sharded batch need no per-op annotations.
-    auto = jax.sharding.AxisType.Auto
-    return jax.make_mesh((n // model_axis, model_axis), ("data", "model"),
-                         axis_types=(auto, auto))
-
-
-def resolve_steps(config: ml_collections.ConfigDict, steps_per_epoch: int) -> dict[str, int]:
-    """Durations in steps, resolved at run time (``total_steps > 0`` overrides epochs)."""
-    total = config.total_steps if config.total_steps > 0 else config.num_epochs * steps_per_epoch
+def resolve_steps(config: TrainConfig, steps_per_epoch: int) -> dict[str, int]:
+    """Durations in steps, resolved at run time (``total_steps > 0`` overrides epochs; a DKD
+    warm-up trained on top is added: :func:`hybrenet_jax.schema.schedule_steps`)."""
+    total = schedule_steps(config, steps_per_epoch)
     if total <= 0:
         raise TrainingError("nothing to train: set num_epochs > 0 or total_steps > 0")
 
@@ -110,135 +85,34 @@ def resolve_steps(config: ml_collections.ConfigDict, steps_per_epoch: int) -> di
     }
 
 
-def data_workers(config: ml_collections.ConfigDict) -> int:
-    """Threads preparing training batches: ``config.data_workers``, or automatic when 0."""
-    workers = int(config.get("data_workers", 0))
-    if workers < 0:
-        raise TrainingError(f"data_workers={workers} must be >= 0 (0: automatic)")
-    return workers or default_workers()
-
-
-def train_feed(train: data_lib.ArraySplit, config: ml_collections.ConfigDict, mesh,
-               start_step: int, stop_step: int,
-               normalization: data_lib.Normalization | None = None
-               ) -> Iterator[dict[str, jax.Array]]:
-    """The placed training batches of steps ``start_step .. stop_step - 1``, as the loop
-    consumes them (one stream across epochs: step ``s`` is batch ``s % S`` of epoch
-    ``s // S``).
-
-    ``data_workers(config)`` threads make the batches (``train_stream``); one thread takes
-    them in order, puts each on the mesh (``shard_batch``) and keeps ``config.prefetch`` of
-    them ready. The batches are those of one thread, whatever the worker count.
-    """
-    local = train_stream(
-        train, config.batch_size, seed=config.seed, start_step=start_step,
-        stop_step=stop_step, process_index=jax.process_index(),
-        process_count=jax.process_count(), normalization=normalization,
-        crop_padding=config.crop_padding, flip=config.flip, augment=config.augment,
-        workers=data_workers(config))
-
-    def placed() -> Iterator[dict[str, jax.Array]]:
-        with contextlib.closing(local):  # stops the workers when the feed is closed
-            for batch in local:
-                yield data_lib.shard_batch(batch, mesh)
-
-    return data_lib.prefetch(placed(), config.prefetch)
-
-
-def check_config(config: ml_collections.ConfigDict) -> None:
-    """Every field against its rule (``config_rules``), then the rules that involve several
-    fields or the machine's devices; compiles nothing.
+def check_devices(config: TrainConfig) -> None:
+    """The rules that involve the machine's devices (the fields themselves are checked by
+    :func:`hybrenet_jax.schema.build_config`); compiles nothing.
 
     Raises:
-      HybrenetError: one line naming what is wrong and what is accepted.
+      TrainingError: one line naming what is wrong and what is accepted.
     """
-    validate_config(config)
-    if config.distill.kind != "none" and not config.distill.teacher_workdir:
-        raise TrainingError(f"distill.kind={config.distill.kind!r} needs "
-                            "distill.teacher_workdir (a finished run of ours)")
     n = jax.device_count()
     if n % config.mesh_model_axis:
         raise TrainingError(f"mesh_model_axis={config.mesh_model_axis} must divide the {n} "
                             "devices")
     devices = n // config.mesh_model_axis
-    rule = config.get("batch_rule", "global")
-    if rule not in BATCH_RULES:
-        raise TrainingError(f"batch_rule={rule!r}: accepted: {', '.join(BATCH_RULES)}")
-    if rule == "global" and config.batch_size % devices:
+    if config.batch_rule == "global" and config.batch_size % devices:
         raise TrainingError(f"batch_size={config.batch_size} (the global batch, batch_rule="
                             f"global) must be divisible by the {devices} devices of the data "
                             "axis; use a multiple of it or batch_rule=per_device")
 
 
-def apply_batch_rule(config: ml_collections.ConfigDict, data_devices: int
-                     ) -> ml_collections.ConfigDict:
+def apply_batch_rule(config: TrainConfig, data_devices: int) -> TrainConfig:
     """The config the loop runs: ``batch_size`` the global batch, ``learning_rate`` scaled.
 
     ``batch_rule=global`` (default): unchanged. ``per_device``: ``batch_size * data_devices``
     images per step and ``learning_rate * data_devices`` (linear scaling rule).
     """
-    if config.get("batch_rule", "global") != "per_device" or data_devices == 1:
+    if config.batch_rule != "per_device" or data_devices == 1:
         return config
-    out = ml_collections.ConfigDict(config.to_dict())
-    out.batch_size = config.batch_size * data_devices
-    out.learning_rate = config.learning_rate * data_devices
-    return out
-
-
-def run_directory(workdir: str | os.PathLike) -> WorkPath:
-    """``workdir`` as a path (local, ``file://`` or cloud storage: ``storage.workdir_path``);
-    an empty name is an error (it would mean the current folder)."""
-    if not os.fspath(workdir).strip():
-        raise TrainingError("workdir is empty: name a run directory, e.g. --workdir runs/NAME")
-    return workdir_path(workdir)
-
-
-def _make_workdir(path: WorkPath) -> None:
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise TrainingError(f"workdir {path} is not writable: {err.strerror or err}") from None
-
-
-#: Files a run writes into its workdir (a folder or other non-file of that name is an error).
-OUTPUT_FILES = ("summary.json", "config.json", "metrics.jsonl", "run_identity.json")
-OUTPUT_DIRS = ("checkpoints", "best", "tensorboard")
-
-
-def _check_writable(path: WorkPath) -> None:
-    try:
-        # unique per process: the processes of a multi-host run share one workdir
-        probe = temporary_sibling(path / ".write_test")
-        probe.write_text("")
-        probe.unlink()
-    except OSError as err:
-        raise TrainingError(f"workdir {path} is not writable: {err.strerror or err}") from None
-    for name in OUTPUT_FILES:
-        if (path / name).exists() and not (path / name).is_file():
-            raise TrainingError(f"{path / name} is not a file; the run writes its {name} there: "
-                                "move it away or use another workdir")
-    for name in OUTPUT_DIRS:
-        if (path / name).exists() and not (path / name).is_dir():
-            raise TrainingError(f"{path / name} is not a folder; the run keeps its {name} "
-                                "there: move it away or use another workdir")
-
-
-@contextlib.contextmanager
-def _writing(path: WorkPath) -> Iterator[None]:
-    """Turn an OSError of the ``with`` body into one line naming ``path`` (disk full named)."""
-    try:
-        yield
-    except OSError as err:
-        reason = ("the disk is full (ENOSPC)" if err.errno == errno.ENOSPC
-                  else err.strerror or str(err))
-        raise TrainingError(f"writing {path} failed: {reason}; free space (or fix the path) and "
-                            "rerun the same command to resume") from None
-
-
-def _write_atomically(path: WorkPath, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and a rename."""
-    with _writing(path):
-        write_text_atomically(path, text)
+    return updated(config, {"batch_size": config.batch_size * data_devices,
+                            "learning_rate": config.learning_rate * data_devices})
 
 
 def _acquire(lock: WorkdirLock, path: WorkPath) -> None:
@@ -246,22 +120,6 @@ def _acquire(lock: WorkdirLock, path: WorkPath) -> None:
         lock.acquire()
     except OSError as err:
         raise TrainingError(f"workdir {path} is not writable: {err.strerror or err}") from None
-
-
-def load_teacher(config: ml_collections.ConfigDict, dataset: str, mesh) -> Teacher:
-    """The frozen teacher of a KD/DKD run, from one of our run directories."""
-    tdir = config.distill.teacher_workdir
-    variables, meta = load_variables(tdir, config.distill.teacher_checkpoint)
-    model_string = config.distill.teacher_model or meta.get("model")
-    if not model_string:
-        raise CheckpointError(f"teacher checkpoint in {tdir} does not record its model string; "
-                              "set distill.teacher_model")
-    spec = spec_from_model_string(model_string, dataset)
-    teacher = build_model(spec, DTYPES[config.dtype])
-    variables = validate_variables(spec, variables, f"teacher checkpoint in {tdir}",
-                                   "Set distill.teacher_model to the teacher's model string.")
-    variables = jax.device_put(variables, replicated(mesh))
-    return Teacher(teacher, variables)
 
 
 class _Preemption:
@@ -352,29 +210,18 @@ def _log_train(writer: MetricWriter, bar, metrics: dict, step: int, spe: int,
         raise TrainingError(
             f"non-finite training metrics at step {step} (loss={float(metrics['loss'])}); "
             f"the run stopped and {kept}; lower learning_rate or add warmup_epochs")
-    with _writing(writer.path):
+    with writing(writer.path):
         writer.write(step, "train", {**metrics, "epoch": step / spe})
     bar.set_postfix(loss=f"{float(metrics['loss']):.3f}", acc=f"{float(metrics['accuracy']):.3f}",
                     lr=f"{float(metrics['lr']):.4f}")
 
 
-def evaluate(eval_step, variables, test, batch_size: int, mesh) -> dict[str, float]:
-    """Exact metrics over the whole eval split (padded last batch, masked)."""
-    sums = None
-    batches = data_lib.eval_batches(test, batch_size, process_index=jax.process_index(),
-                                    process_count=jax.process_count())
-    for batch in batches:
-        out = eval_step(variables, data_lib.shard_batch(batch, mesh))
-        sums = out if sums is None else jax.tree.map(jnp.add, sums, out)
-    sums = jax.device_get(sums)
-    n = float(sums["count"])
-    return {"loss": float(sums["loss"]) / n, "accuracy": float(sums["top1"]) / n,
-            "top5": float(sums["top5"]) / n, "examples": n}
-
-
 # -- the loop -------------------------------------------------------------------------------
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict:
+def train_and_evaluate(config: TrainConfig | Mapping, workdir: str | os.PathLike) -> dict:
     """Train ``config.model`` on ``config.dataset``, resuming from ``workdir`` if possible.
+
+    ``config`` is a :class:`~hybrenet_jax.schema.TrainConfig` or a mapping of its fields (a
+    ``ConfigDict``), built and checked here before anything else.
 
     Returns the summary dict that is also written to ``workdir/summary.json`` (or, when
     stopped by SIGTERM or Ctrl-C, ``{"preempted": True, "step": ..., "signal": ...}`` after
@@ -389,17 +236,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
     wall_start = time.time()
     main_process = jax.process_index() == 0
     lock: WorkdirLock | None = None
-    effective = config
+    effective: TrainConfig | None = None
 
     def start() -> None:  # what may refuse the run; agreed over the processes
         nonlocal workdir, lock, effective
-        check_config(config)
+        typed = build_config(config)
+        check_devices(typed)
         workdir = run_directory(workdir)
-        effective = apply_batch_rule(config, jax.device_count() // config.mesh_model_axis)
-        _make_workdir(workdir)
+        effective = apply_batch_rule(typed, jax.device_count() // typed.mesh_model_axis)
+        make_workdir(workdir)
         lock = WorkdirLock(workdir, enabled=main_process)
         _acquire(lock, workdir)
-        _check_writable(workdir)
+        check_writable(workdir)
         check_identity(workdir, effective)
 
     try:
@@ -410,74 +258,47 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
             lock.release()
 
 
-def _load_data(config: ml_collections.ConfigDict, main_process: bool
-               ) -> tuple[data_lib.ArraySplit, data_lib.ArraySplit]:
-    """Both splits; process 0 downloads and prepares them first while the others wait, then
-    the others read (one writer of ``data_dir``); a failure anywhere stops every process."""
-    def load() -> tuple[data_lib.ArraySplit, data_lib.ArraySplit]:
-        train = data_lib.load_dataset(config.dataset, "train", config.data_dir or None,
-                                      config.manual_dir or None)
-        test = data_lib.load_dataset(config.dataset, data_lib.eval_split(config.dataset),
-                                     config.data_dir or None, config.manual_dir or None)
-        return train, test
-
-    first = distributed.agree("data-prepare", load if main_process else lambda: None,
-                              timeout_s=6 * 3600.0)
-    rest = distributed.agree("data-read", (lambda: None) if main_process else load,
-                             timeout_s=6 * 3600.0)
-    return first if main_process else rest
-
-
-def _train(config: ml_collections.ConfigDict, workdir: WorkPath, wall_start: float,
+def _train(config: TrainConfig, workdir: WorkPath, wall_start: float,
            main_process: bool) -> dict:
     """Setup, resume, loop and summary of :func:`train_and_evaluate` (workdir locked)."""
-    mesh = make_mesh(config.mesh_model_axis)
-
     spec = spec_from_model_string(config.model, config.dataset)
-    train, test = _load_data(config, main_process)
-    if train.num_classes != spec.classes:
+    setup = Setup.create(config)
+    if setup.train.num_classes != spec.classes:
         raise TrainingError(f"model {config.model!r} has {spec.classes} classes but "
-                            f"{config.dataset} has {train.num_classes}")
-    spe = data_lib.steps_per_epoch(len(train), config.batch_size)
-    if spe == 0:
-        raise TrainingError(f"batch_size={config.batch_size} exceeds the {len(train)} "
-                            f"training examples of {config.dataset}")
+                            f"{config.dataset} has {setup.train.num_classes}")
+    spe = setup.steps_per_epoch
     steps = resolve_steps(config, spe)
 
     schedule = learning_rate_schedule(config.learning_rate, steps["total"], steps["warmup"],
                                       config.lr_schedule)
     optimizer = make_optimizer(schedule, config.momentum, config.weight_decay,
                                config.nesterov, config.optimizer)
-    model = build_model(spec, DTYPES[config.dtype])
-    rep = replicated(mesh)
+    model = build_model(spec, setup.dtype)
 
-    def init(rng):
-        return create_state(model.init(rng, jnp.zeros(input_shape(spec, 1))), optimizer)
+    def init():
+        variables = model.init(jax.random.PRNGKey(config.seed), jnp.zeros(input_shape(spec, 1)))
+        return create_state(variables, optimizer)
 
-    rng = jax.random.PRNGKey(config.seed)
-    abstract = jax.eval_shape(init, rng)
-    abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=rep),
-                            abstract)
     checkpointer = Checkpointer(workdir, config.checkpoint_keep, config.checkpoint_keep_best,
                                 config.async_checkpointing)
-    restored = checkpointer.restore_latest(abstract)
-    if restored is not None:
-        state, meta = restored
-        if meta.get("model") not in (None, config.model):
-            raise CheckpointError(f"workdir {workdir} holds a run of {meta.get('model')!r}, "
-                                  f"not {config.model!r}: use another workdir")
+    state, restored_meta = setup.restore(checkpointer, init)
+    if restored_meta is not None:
+        if restored_meta.get("model") not in (None, config.model):
+            raise CheckpointError(f"workdir {workdir} holds a run of "
+                                  f"{restored_meta.get('model')!r}, not {config.model!r}: use "
+                                  "another workdir")
         log.info("resumed from step %d in %s", int(state.step), workdir)
-    else:
-        state = jax.jit(init, out_shardings=rep)(rng)
 
-    teacher = load_teacher(config, config.dataset, mesh) if config.distill.kind != "none" \
-        else None
+    if config.distill.kind != "none" and not config.distill.teacher_workdir:
+        raise TrainingError(f"distill.kind={config.distill.kind!r} needs "
+                            "distill.teacher_workdir (a finished run of ours)")
+    teacher = load_teacher(config, setup.mesh) if config.distill.kind != "none" else None
     loss = LossConfig(distill=config.distill.kind, label_smoothing=config.label_smoothing,
                       temperature=config.distill.temperature, kd_weight=config.distill.kd_weight,
                       dkd_alpha=config.distill.dkd_alpha, dkd_beta=config.distill.dkd_beta,
                       dkd_warmup_steps=steps["dkd_warmup"])
-    train_step = make_train_step(model, optimizer, schedule, loss, mesh, teacher)
-    eval_step = make_eval_step(model, mesh)
+    train_step = make_train_step(model, optimizer, schedule, loss, setup.mesh, teacher)
+    eval_step = setup.eval_step(model)
     teacher_vars = teacher.variables if teacher else None
 
     counts = count(spec)
@@ -485,12 +306,12 @@ def _train(config: ml_collections.ConfigDict, workdir: WorkPath, wall_start: flo
 
     def record() -> None:
         if main_process:
-            with _writing(workdir / "run_identity.json"):
+            with writing(workdir / "run_identity.json"):
                 record_identity(workdir, config)  # once the config builds and restores
-            _write_atomically(workdir / "config.json", config.to_json_best_effort(indent=2))
+            write_atomically(workdir / "config.json", json.dumps(as_dict(config), indent=2))
 
     distributed.agree("record", record)
-    with _writing(workdir / "metrics.jsonl"):
+    with writing(workdir / "metrics.jsonl"):
         writer = MetricWriter(workdir, enabled=main_process, tensorboard=config.tensorboard)
     several = jax.process_count() > 1
 
@@ -505,10 +326,10 @@ def _train(config: ml_collections.ConfigDict, workdir: WorkPath, wall_start: flo
         stop = (distributed.any_process("preempt", preemption.signal) if several
                 else preemption.signal)
         # One stream over all remaining steps; closing it stops the data threads.
-        with contextlib.closing(train_feed(train, config, mesh, step, steps["total"])) as feed:
-            for batch in (() if stop or step >= steps["total"] else feed):
-                state, metrics = train_step(state, batch, teacher_vars)
-                step += 1
+        run = setup.steps(train_step, state, first_step if stop else steps["total"],
+                          teacher_vars)
+        with contextlib.closing(run):
+            for step, state, metrics in run:
                 bar.update(1)
                 if not several:
                     stop = preemption.signal
@@ -522,9 +343,8 @@ def _train(config: ml_collections.ConfigDict, workdir: WorkPath, wall_start: flo
                     _log_train(writer, bar, jax.device_get(metrics), step, spe, checkpointer)
                 with timer.paused(state):
                     if step % steps["eval_every"] == 0 or step == steps["total"]:
-                        last_eval = evaluate(eval_step, state.variables, test,
-                                             config.batch_size, mesh)
-                        with _writing(writer.path):
+                        last_eval = setup.evaluate(eval_step, state.variables)
+                        with writing(writer.path):
                             writer.write(step, "eval", last_eval)
                         if main_process:
                             bar.write(f"step {step} (epoch {step / spe:.2f}): eval accuracy "
@@ -545,14 +365,14 @@ def _train(config: ml_collections.ConfigDict, workdir: WorkPath, wall_start: flo
     timer.stop(state)
     bar.close()
     checkpointer.close()
-    with _writing(writer.path):
+    with writing(writer.path):
         writer.close()
     if stop and step < steps["total"]:
         log.warning("%s: saved step %d; rerun the same command to resume", stop, step)
         return {"preempted": True, "step": step, "signal": stop}
 
     if last_eval is None:  # resumed a finished run
-        last_eval = evaluate(eval_step, state.variables, test, config.batch_size, mesh)
+        last_eval = setup.evaluate(eval_step, state.variables)
     summary = {
         "model": config.model,
         "dataset": config.dataset,
@@ -575,6 +395,23 @@ def _train(config: ml_collections.ConfigDict, workdir: WorkPath, wall_start: flo
         "backend": jax.default_backend(),
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
     }
-    distributed.agree("summary", lambda: main_process and _write_atomically(
-        workdir / "summary.json", json.dumps(summary, indent=2)))
+    distributed.agree("summary", lambda: main_process and write_summary(workdir, summary))
+    return summary
+
+
+def train_once(config: TrainConfig | Mapping, workdir: str | os.PathLike,
+               log_line: Callable[[str], None] = print) -> dict:
+    """The summary of the finished run in ``workdir``, training (or resuming) it first when
+    it has not finished; the pipelines and SNL train every network through this.
+
+    Raises:
+      Preempted: the run received SIGTERM (or Ctrl-C) and saved a checkpoint.
+    """
+    summary = read_summary(workdir)
+    if summary is not None:
+        log_line(f"finished already: {summary.get('model')} ({workdir})")
+        return summary
+    summary = train_and_evaluate(config, workdir)
+    if summary.get("preempted"):
+        raise Preempted(workdir, int(summary.get("step", 0)))
     return summary

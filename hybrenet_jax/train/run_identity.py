@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from typing import Any
 
 
+from hybrenet_jax.schema import field_value
 from hybrenet_jax.train.checkpoint import CheckpointError
 from hybrenet_jax.train.storage import WorkPath, workdir_path, write_text_atomically
 
@@ -33,13 +34,11 @@ class RunIdentityError(CheckpointError):
     """The workdir holds a run made for other identity fields (or an unreadable record)."""
 
 
-def identity_of(config: Mapping) -> dict[str, Any]:
-    """The identity fields of ``config`` (dataset names lower-cased)."""
+def identity_of(config: Any) -> dict[str, Any]:
+    """The identity fields of ``config`` (a TrainConfig or a mapping; datasets lower-cased)."""
     fields: dict[str, Any] = {}
     for name in IDENTITY_FIELDS:
-        node: Any = config
-        for part in name.split("."):
-            node = node[part]
+        node = field_value(config, name)
         fields[name] = node.lower() if name == "dataset" and isinstance(node, str) else node
     return fields
 
@@ -91,7 +90,7 @@ def _legacy_identity(workdir: WorkPath) -> dict[str, Any] | None:
     return None
 
 
-def check_identity(workdir: str | os.PathLike, config: Mapping) -> None:
+def check_identity(workdir: str | os.PathLike, config: Any) -> None:
     """Refuse ``config`` if ``workdir`` was made for other identity fields (reads only).
 
     Raises:
@@ -110,7 +109,7 @@ def check_identity(workdir: str | os.PathLike, config: Mapping) -> None:
                                f"{now}: use another workdir (nothing was changed)")
 
 
-def record_identity(workdir: str | os.PathLike, config: Mapping) -> None:
+def record_identity(workdir: str | os.PathLike, config: Any) -> None:
     """Write ``config``'s identity into ``workdir`` unless one is recorded (atomic rename)."""
     path = workdir_path(workdir) / IDENTITY_FILE
     if path.exists():

@@ -11,9 +11,6 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-#: Names accepted by :func:`make_optimizer` and :func:`learning_rate_schedule`.
-OPTIMIZERS = ("sgd", "adam")
-SCHEDULES = ("cosine", "constant")
 
 
 @flax.struct.dataclass

@@ -77,47 +77,77 @@ def training_loss(model: nn.Module, loss: LossConfig, params, batch_stats, batch
     return total, (logits, updates["batch_stats"], ce)
 
 
-def make_train_step(model: nn.Module, optimizer: optax.GradientTransformation,
-                    schedule: optax.Schedule, loss: LossConfig, mesh: Mesh,
-                    teacher: Teacher | None = None) -> Callable:
-    """``step(state, batch, teacher_variables) -> (state, metrics)``, jitted and donated.
+#: ``objective(params, batch_stats, batch, teacher_logits, step, extra) -> (loss, (logits,
+#: new batch_stats, metrics))``: what a step minimises. ``extra`` is the step's fourth
+#: argument (SNL: the L1 weight lambda, or the fixed masks), passed as data so that changing
+#: it does not recompile.
+Objective = Callable[..., tuple[jnp.ndarray, tuple[Any, Any, dict]]]
 
-    ``step.traces`` counts how often the Python body was traced (it must stay 1).
+
+def supervised_objective(model: nn.Module, loss: LossConfig) -> Objective:
+    """Cross-entropy, KD or DKD (``loss.distill``) of ``model``: :func:`training_loss`."""
+
+    def objective(params, batch_stats, batch, teacher_logits, step, extra):  # noqa: ARG001
+        total, (logits, new_stats, ce) = training_loss(model, loss, params, batch_stats, batch,
+                                                       teacher_logits, step)
+        return total, (logits, new_stats, {"ce": ce})
+
+    return objective
+
+
+def make_step(objective: Objective, optimizer: optax.GradientTransformation, mesh: Mesh,
+              teacher: Teacher | None = None, schedule: optax.Schedule | None = None
+              ) -> Callable:
+    """``step(state, batch, teacher_variables=None, extra=None) -> (state, metrics)``: one
+    optimizer step on ``objective``, jitted over ``mesh`` (batch sharded over ``data``, the
+    rest replicated) with the state donated.
+
+    The teacher (if any) runs in eval mode without gradients. Metrics: ``loss``,
+    ``accuracy``, ``grad_norm``, ``param_norm``, ``lr`` (with a ``schedule``) and the
+    objective's own. ``step.traces`` counts how often the Python body was traced (it must
+    stay 1).
     """
-    if loss.distill != "none" and teacher is None:
-        raise ValueError(f"distill={loss.distill!r} needs a teacher")
 
-    def step(state: TrainState, batch, teacher_variables):
+    def step(state: TrainState, batch, teacher_variables, extra):
         wrapper.traces += 1
         teacher_logits = None
-        if teacher is not None and loss.distill != "none":
+        if teacher is not None:
             teacher_logits = jax.lax.stop_gradient(
                 teacher.model.apply(teacher_variables, batch["image"], train=False))
         grad_fn = jax.value_and_grad(
-            lambda p: training_loss(model, loss, p, state.batch_stats, batch, teacher_logits,
-                                    state.step), has_aux=True)
-        (total, (logits, batch_stats, ce)), grads = grad_fn(state.params)
+            lambda p: objective(p, state.batch_stats, batch, teacher_logits, state.step, extra),
+            has_aux=True)
+        (total, (logits, batch_stats, own)), grads = grad_fn(state.params)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        metrics = {
-            "loss": total, "ce": ce,
-            "accuracy": jnp.mean(topk_correct(logits, batch["label"], 1)),
-            "lr": schedule(state.step),
-            "grad_norm": _tree_norm(grads), "param_norm": _tree_norm(params),
-        }
+        metrics = {"loss": total, **own,
+                   "accuracy": jnp.mean(topk_correct(logits, batch["label"], 1)),
+                   "grad_norm": _tree_norm(grads), "param_norm": _tree_norm(params)}
+        if schedule is not None:
+            metrics["lr"] = schedule(state.step)
         new = TrainState(step=state.step + 1, params=params, batch_stats=batch_stats,
                          opt_state=opt_state)
         return new, metrics
 
     rep = replicated(mesh)
-    jitted = jax.jit(step, in_shardings=(rep, batch_sharded(mesh), rep),
+    jitted = jax.jit(step, in_shardings=(rep, batch_sharded(mesh), rep, rep),
                      out_shardings=(rep, rep), donate_argnums=(0,))
 
-    def wrapper(state, batch, teacher_variables=None):
-        return jitted(state, batch, teacher_variables)
+    def wrapper(state, batch, teacher_variables=None, extra=None):
+        return jitted(state, batch, teacher_variables, extra)
 
     wrapper.traces = 0
     return wrapper
+
+
+def make_train_step(model: nn.Module, optimizer: optax.GradientTransformation,
+                    schedule: optax.Schedule, loss: LossConfig, mesh: Mesh,
+                    teacher: Teacher | None = None) -> Callable:
+    """The training loop's step: :func:`make_step` on :func:`supervised_objective`."""
+    if loss.distill != "none" and teacher is None:
+        raise ValueError(f"distill={loss.distill!r} needs a teacher")
+    return make_step(supervised_objective(model, loss), optimizer, mesh,
+                     teacher if loss.distill != "none" else None, schedule)
 
 
 def make_eval_step(model: nn.Module, mesh: Mesh) -> Callable:
