@@ -4,7 +4,7 @@
         --budget 5000 --workdir runs/digits/snl
 
 The pretrained network uses the pipeline_digits recipe (4 epochs); the SNL settings are the
-public SNL defaults (see hybrenet_jax/snl/settings.py) except where a tiny run needs less:
+public SNL defaults (``SNLConfig`` in hybrenet_jax/schema.py) except where a tiny run needs less:
 masks learn with Adam lr 1e-2 (weights keep 1e-3), lambda starts at 1e-4 and grows from
 search epoch 1, a search epoch is 8 steps, and fine-tuning lasts 2 epochs. Like public SNL,
 binarization keeps only masks above the threshold (``fill_to_budget`` false) and the stem has

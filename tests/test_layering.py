@@ -121,3 +121,25 @@ def test_command_line_code_only_in_cli():
                                    if isinstance(node, ast.Import) else [node.module])
                 for node in ast.walk(ast.parse(path.read_text()))))
     assert uses_argparse == []
+
+
+def test_snl_and_training_know_nothing_of_the_pipelines():
+    """Run directories and the training core live in train/: snl/ and train/ import no
+    pipeline module (the pipelines build on them, not the other way round)."""
+    graph = _graph()
+    leaks = sorted((name, target) for name, targets in graph.items()
+                   if name.startswith(("hybrenet_jax.snl", "hybrenet_jax.train"))
+                   for target in targets if target.startswith("hybrenet_jax.pipeline"))
+    assert leaks == []
+
+
+def test_the_untyped_config_stops_at_the_boundary():
+    """Only config.py (files, overrides) handles ml_collections ConfigDicts; everything
+    else reads the typed config of hybrenet_jax.schema."""
+    users = sorted(
+        name for name, path in _modules().items()
+        if any(isinstance(node, (ast.Import, ast.ImportFrom))
+               and "ml_collections" in ([a.name for a in node.names]
+                                        if isinstance(node, ast.Import) else [node.module])
+               for node in ast.walk(ast.parse(path.read_text()))))
+    assert users == ["hybrenet_jax.config"]

@@ -62,11 +62,13 @@ def test_train_step_compiles_once():
 
 def test_kd_run_uses_the_teacher_checkpoint(tmp_path):
     train_and_evaluate(tiny_config(total_steps=2), tmp_path / "teacher")
+    # 2 steps + the DKD warm-up (0.05 of an epoch of 44 steps: 2 steps) trained on top
     config = tiny_config(total_steps=2, **{"distill.kind": "dkd",
                                            "distill.teacher_workdir": str(tmp_path / "teacher"),
+                                           "distill.dkd_warmup_epochs": 0.05,
                                            "model": "hrn-2x2x2x:m=4,cull=S1"})
     summary = train_and_evaluate(config, tmp_path / "student")
-    assert summary["distill"] == "dkd" and summary["steps"] == 2
+    assert summary["distill"] == "dkd" and summary["steps"] == 4
 
 
 def test_teacher_of_the_wrong_architecture_is_rejected(tmp_path):
