@@ -402,9 +402,9 @@ def _walk(cls: type, given: Any, prefix: str, bad: list[str]) -> Any:
 def build_config(given: Mapping | TrainConfig) -> TrainConfig:
     """The checked, typed config of ``given`` (a ``ConfigDict``, a dict or a TrainConfig).
 
-    Missing fields take their defaults; then every field is checked against its rule, the
-    cross-field rules (a teacher for distillation) and the model string (parsed as every
-    consumer will). Imports and compiles nothing heavy.
+    Missing fields take their defaults; then every field is checked against its rule and the
+    model string is parsed as every consumer will. Rules of a training run (a teacher for
+    distillation, the devices) are the loop's. Imports and compiles nothing heavy.
 
     Raises:
       ConfigError: one line naming every unknown or bad field and what it accepts.
@@ -413,9 +413,6 @@ def build_config(given: Mapping | TrainConfig) -> TrainConfig:
         given = as_dict(given)
     bad: list[str] = []
     config = _walk(TrainConfig, given, "", bad)
-    if not bad and config.distill.kind != "none" and not config.distill.teacher_workdir:
-        bad.append(f"distill.kind={config.distill.kind!r} needs distill.teacher_workdir (a "
-                   "finished run of ours)")
     if not bad:
         from hybrenet_jax.model_string import spec_from_model_string  # noqa: PLC0415
 

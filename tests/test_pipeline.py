@@ -25,7 +25,7 @@ from hybrenet_jax.pipeline.deepreshape import plan_deepreshape
 from hybrenet_jax.errors import ConfigError
 from hybrenet_jax.pipeline.errors import PipelineError
 from hybrenet_jax.pipeline.naming import run_dir_name
-from hybrenet_jax.train.rundir import RunDirError
+from hybrenet_jax.train.rundir import RunDirError, TrainingError
 
 DIGITS_CONFIG = str(ROOT / "configs" / "pipeline_digits.py")
 SMALL = "hrn-2x2x2x:m=4,depths=1-1-1-1"
@@ -149,7 +149,7 @@ def test_finished_runs_of_another_distillation_are_not_reused(tmp_path, fake):
     measure_criticality(config, SMALL, tmp_path / "crit", log=lambda m: None)  # plain CE
     teacher = tmp_path / "teacher"
     FakeTrainer()(tiny_config(), teacher)  # a finished teacher run
-    with pytest.raises(PipelineError, match="distill=none, not kd"):
+    with pytest.raises(TrainingError, match="distill=none, not kd"):
         measure_criticality(config, SMALL, tmp_path / "crit", teacher_workdir=str(teacher),
                             log=lambda m: None)
 
@@ -367,17 +367,27 @@ def test_deepreduce_trains_its_variants_like_deepreshape(tmp_path, fake, capsys)
     assert "culled S1, thinned" in out and "results.jsonl" in out
 
 
-def test_a_config_that_distils_is_refused_by_the_pipelines(tmp_path):
-    """configs/dkd.py already adds the DKD warm-up to its schedule and distils every run;
-    the pipelines set distillation (and the warm-up) per run, so it would be applied twice."""
+def test_the_pipelines_set_each_runs_distillation_whatever_the_config_says(capsys):
+    """configs/dkd.py distils every run (200 epochs + the 20-epoch warm-up, a config field
+    the training loop reads); a pipeline decides distillation per run: the teacher trains
+    without it, each DKD run gets the warm-up once (220, not 240) and a KD run none."""
     from hybrenet_jax.cli import main
 
-    for config in ("configs/dkd.py", "configs/kd.py"):
+    def rows(config: str, distill: str) -> list[dict]:
+        betas = ["--dkd-betas", "2"] if distill == "dkd" else []
         code = main(["deepreshape", "--config", str(ROOT / config), "--depths", "2-2-2-2",
-                     "--order", "S3,S2,S4,S1", "--distill", "dkd", "--dry-run"])
-        assert code == 2
-    assert main(["deepreshape", "--config", DIGITS_CONFIG, "--depths", "2-2-2-2",
-                 "--order", "S3,S2,S4,S1", "--distill", "dkd", "--dry-run"]) == 0
+                     "--order", "S3,S2,S4,S1", "--distill", distill, *betas, "--dry-run",
+                     "--json"])
+        assert code == 0
+        return [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+
+    for config in ("configs/dkd.py", "configs/kd.py", "configs/cifar100_hrn.py"):
+        dkd = rows(config, "dkd")
+        assert [(r["role"], r["distill"], r["epochs"]) for r in dkd[:2]] == \
+            [("teacher", "none", 200.0), ("variant", "dkd", 220.0)]
+        kd = rows(config, "kd")
+        assert {(r["distill"], r["epochs"]) for r in kd if r["role"] == "variant"} == \
+            {("kd", 200.0)}
 
 
 def test_a_config_file_that_fails_is_one_config_error(tmp_path):

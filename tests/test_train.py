@@ -122,3 +122,23 @@ def test_kd_student_matches_or_beats_the_student_without_kd(tmp_path):
                                 "distill.teacher_workdir": str(tmp_path / "teacher")})
         acc[kind] = train_and_evaluate(config, tmp_path / kind)["test_accuracy"]
     assert acc["kd"] >= acc["none"] - 0.01, acc
+
+
+def test_train_once_reuses_only_a_finished_run_of_the_same_model_and_distillation(
+        tmp_path, monkeypatch):
+    from hybrenet_jax.train import loop
+    from hybrenet_jax.train.rundir import TrainingError
+
+    def no_training(config, workdir):
+        raise AssertionError("a finished run must not be trained again")
+
+    monkeypatch.setattr(loop, "train_and_evaluate", no_training)
+    finished = {"model": "hrn-2x2x2x:m=4", "distill": "none", "test_accuracy": 0.5}
+    (tmp_path / "summary.json").write_text(json.dumps(finished))
+    assert loop.train_once(tiny_config(), tmp_path, lambda line: None) == finished
+    with pytest.raises(TrainingError, match="finished run of 'hrn-2x2x2x:m=4', not "
+                                            "'hrn-2x2x2x:m=4,thin=S2'"):
+        loop.train_once(tiny_config(model="hrn-2x2x2x:m=4,thin=S2"), tmp_path, print)
+    with pytest.raises(TrainingError, match="trained with distill=none, not kd"):
+        loop.train_once(tiny_config(**{"distill.kind": "kd", "distill.teacher_workdir": "T"}),
+                        tmp_path, print)

@@ -130,16 +130,7 @@ def run_job(config: TrainConfig, job: TrainJob, log: Log) -> dict:
       PipelineError: the finished workdir holds another model, or the same model trained
         with another distillation.
     """
-    summary = read_summary(job.workdir)
-    if summary is not None:
-        if summary.get("model") != job.model:
-            raise PipelineError(f"{job.workdir} holds a finished run of "
-                                f"{summary.get('model')!r}, not {job.model!r}")
-        if summary.get("distill", job.distill) != job.distill:
-            raise PipelineError(f"{job.workdir} holds a run of {job.model} trained with "
-                                f"distill={summary.get('distill')}, not {job.distill}: use "
-                                "another workdir (or the same teacher option as before)")
-    else:
+    if read_summary(job.workdir) is None:
         log(f"training {job.role} {job.model} (distill {job.tag}) in {job.workdir}")
     return train_once(job_config(config, job), job.workdir, log)
 

@@ -23,7 +23,6 @@ from hybrenet_jax.schema import TrainConfig
 MODELS_DIR = "models"
 TEACHER_DIR = "teacher"
 CRITICALITY_DIR = "criticality"
-RESULTS = "results.jsonl"
 
 
 @dataclasses.dataclass(frozen=True)

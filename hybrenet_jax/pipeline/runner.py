@@ -36,8 +36,8 @@ from hybrenet_jax.pipeline import criticality as crit
 from hybrenet_jax.pipeline.errors import PipelineError
 from hybrenet_jax.pipeline.jobs import (DKD_BEST, Log, TrainJob, job_config, record_key,
                                         run_and_record, teacher_config)
-from hybrenet_jax.train.rundir import ResultsLog, finished_run_model
-from hybrenet_jax.pipeline.planning import (CRITICALITY_DIR, RESULTS, TEACHER_DIR,
+from hybrenet_jax.train.rundir import RESULTS, ResultsLog, finished_run_model
+from hybrenet_jax.pipeline.planning import (CRITICALITY_DIR, TEACHER_DIR,
                                             PlannedModel, plan_row, planned_model,
                                             variant_workdir)
 from hybrenet_jax.schema import DISTILL_KINDS, PAPER_DKD_BETAS, TrainConfig, parse_dkd_betas
@@ -232,7 +232,8 @@ def dry_run_rows(config: TrainConfig, planned: Sequence[PlannedModel],
                                    options.workdir / CRITICALITY_DIR):
             p = planned_model(job.model, dataset, job.label, criticality_model,
                               role="criticality")
-            rows.append(plan_row(config, dataset, p, distill, teacher_flops, job.workdir))
+            rows.append(plan_row(job_config(config, job), dataset, p, distill, teacher_flops,
+                                 job.workdir))
     placeholder = TeacherRun(options.teacher_workdir or str(options.workdir / TEACHER_DIR),
                           teacher)
     for p in planned:

@@ -52,7 +52,7 @@ def build_snl_model(spec: NetSpec, dtype: Any = jnp.float32, mask_granularity: s
                       learnable_masks=learnable_masks, linear=linear_sites(spec, mask_stem))
 
 
-__all__ = ["STEM_SITE", "SNLNetwork", "build_snl_model", "linear_sites"]
+__all__ = ["STEM_SITE", "SNLNetwork", "as_float32", "build_snl_model", "linear_sites"]
 
 
 def as_float32(tree: Any) -> Any:

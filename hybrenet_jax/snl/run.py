@@ -34,8 +34,8 @@ from hybrenet_jax.snl.search import search_masks
 from hybrenet_jax.snl.sparse import traced_relus
 from hybrenet_jax.train.checkpoint import Checkpointer, load_variables
 from hybrenet_jax.train.loop import train_once
-from hybrenet_jax.train.rundir import (ResultsLog, finished_run_model, read_summary,
-                                       write_summary)
+from hybrenet_jax.train.rundir import (RESULTS, ResultsLog, finished_run_model,
+                                       read_summary, write_summary)
 from hybrenet_jax.train.setup import Setup, load_teacher
 from hybrenet_jax.variables import validate_variables
 
@@ -182,7 +182,7 @@ def run_snl(config: TrainConfig | Mapping, model: str, budget: int,
 
 def _record(workdir: pathlib.Path, summary: dict) -> None:
     """Append the run's ``results.jsonl`` line (once; accuracy in percent)."""
-    results = ResultsLog(workdir / "results.jsonl")
+    results = ResultsLog(workdir / RESULTS)
     if any(r.get("workdir") == str(workdir) for r in results.records()):
         return
     results.append({

@@ -1,10 +1,12 @@
 """``train_and_evaluate(config, workdir)``: the training loop every entry point calls.
 
-Sections: setup (mesh, data, model, optimizer) -> resume (latest intact checkpoint) -> loop
-(jitted donated steps, periodic eval/checkpoints, metrics, progress bar, SIGTERM or a first
-Ctrl-C = save and exit) -> summary.json. Before any of it: every config field is checked
-(:func:`hybrenet_jax.schema.build_config`), the workdir is locked for this run (``workdir_lock``) and must have been
-made for this config's identity (``run_identity``). Runs unchanged on 1 CPU, N simulated CPU
+Sections: setup (the training core :class:`~hybrenet_jax.train.setup.Setup`: mesh, data,
+batch stream, restore, evaluation; then model and optimizer) -> resume (latest intact
+checkpoint) -> loop (the cross-entropy/KD/DKD objective on the jitted donated step, periodic
+eval/checkpoints, metrics, progress bar, SIGTERM or a first Ctrl-C = save and exit) ->
+summary.json. Before any of it: the typed config is built and checked
+(:func:`hybrenet_jax.schema.build_config`), the workdir is locked for this run
+(``workdir_lock``) and must have been made for this config's identity (``run_identity``). Runs unchanged on 1 CPU, N simulated CPU
 devices and multi-host pods: the batch is sharded over the mesh's ``data`` axis, params are
 replicated, and every process takes the same loop decisions.
 
@@ -85,13 +87,17 @@ def resolve_steps(config: TrainConfig, steps_per_epoch: int) -> dict[str, int]:
     }
 
 
-def check_devices(config: TrainConfig) -> None:
-    """The rules that involve the machine's devices (the fields themselves are checked by
-    :func:`hybrenet_jax.schema.build_config`); compiles nothing.
+def check_run(config: TrainConfig) -> None:
+    """The rules of a training run beyond its fields (checked by
+    :func:`hybrenet_jax.schema.build_config`): a teacher for distillation, and what the
+    machine's devices need; compiles nothing.
 
     Raises:
       TrainingError: one line naming what is wrong and what is accepted.
     """
+    if config.distill.kind != "none" and not config.distill.teacher_workdir:
+        raise TrainingError(f"distill.kind={config.distill.kind!r} needs "
+                            "distill.teacher_workdir (a finished run of ours)")
     n = jax.device_count()
     if n % config.mesh_model_axis:
         raise TrainingError(f"mesh_model_axis={config.mesh_model_axis} must divide the {n} "
@@ -241,7 +247,7 @@ def train_and_evaluate(config: TrainConfig | Mapping, workdir: str | os.PathLike
     def start() -> None:  # what may refuse the run; agreed over the processes
         nonlocal workdir, lock, effective
         typed = build_config(config)
-        check_devices(typed)
+        check_run(typed)
         workdir = run_directory(workdir)
         effective = apply_batch_rule(typed, jax.device_count() // typed.mesh_model_axis)
         make_workdir(workdir)
@@ -289,9 +295,6 @@ def _train(config: TrainConfig, workdir: WorkPath, wall_start: float,
                                   "another workdir")
         log.info("resumed from step %d in %s", int(state.step), workdir)
 
-    if config.distill.kind != "none" and not config.distill.teacher_workdir:
-        raise TrainingError(f"distill.kind={config.distill.kind!r} needs "
-                            "distill.teacher_workdir (a finished run of ours)")
     teacher = load_teacher(config, setup.mesh) if config.distill.kind != "none" else None
     loss = LossConfig(distill=config.distill.kind, label_smoothing=config.label_smoothing,
                       temperature=config.distill.temperature, kd_weight=config.distill.kd_weight,
@@ -400,16 +403,26 @@ def _train(config: TrainConfig, workdir: WorkPath, wall_start: float,
 
 
 def train_once(config: TrainConfig | Mapping, workdir: str | os.PathLike,
-               log_line: Callable[[str], None] = print) -> dict:
+               log_line: Callable[[str], None]) -> dict:
     """The summary of the finished run in ``workdir``, training (or resuming) it first when
     it has not finished; the pipelines and SNL train every network through this.
 
     Raises:
+      TrainingError: ``workdir`` holds a finished run of another model or distillation.
       Preempted: the run received SIGTERM (or Ctrl-C) and saved a checkpoint.
     """
+    config = build_config(config)
     summary = read_summary(workdir)
     if summary is not None:
-        log_line(f"finished already: {summary.get('model')} ({workdir})")
+        if summary.get("model") != config.model:
+            raise TrainingError(f"{workdir} holds a finished run of {summary.get('model')!r}, "
+                                f"not {config.model!r}: use another workdir")
+        if summary.get("distill", config.distill.kind) != config.distill.kind:
+            raise TrainingError(f"{workdir} holds a run of {config.model} trained with "
+                                f"distill={summary.get('distill')}, not "
+                                f"{config.distill.kind}: use another workdir (or the same "
+                                "teacher option as before)")
+        log_line(f"finished already: {config.model} ({workdir})")
         return summary
     summary = train_and_evaluate(config, workdir)
     if summary.get("preempted"):

@@ -12,7 +12,6 @@ import numpy as np
 import optax
 
 
-
 @flax.struct.dataclass
 class TrainState:
     """Everything a step changes: step counter, params, BN statistics, optimizer state."""
