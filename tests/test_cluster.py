@@ -263,19 +263,38 @@ def test_a_damaged_last_line_with_a_newline_is_dropped_too(tmp_path):
     assert [r["step"] for r in _records(path)] == [1, 2]
 
 
-def test_metrics_on_storage_that_cannot_append_are_rewritten_whole(tmp_path, monkeypatch):
-    """gs:// cannot append: the writer keeps the file's text and replaces it per record."""
+def test_metrics_on_storage_that_cannot_append_are_rewritten_whole_now_and_then(
+        tmp_path, monkeypatch):
+    """gs:// cannot append: the writer keeps the file's text and replaces it on eval records,
+    on close and at most every OBJECT_STORE_FLUSH_S seconds (not per record: quadratic)."""
     from etils import epath
 
     from hybrenet_jax.train import metrics
 
     monkeypatch.setattr(metrics, "is_local", lambda path: False)
+    writes = []
+    real = metrics.write_text_atomically
+    monkeypatch.setattr(metrics, "write_text_atomically",
+                        lambda p, text: (writes.append(text), real(p, text)))
     path = tmp_path / "metrics.jsonl"
     path.write_text(json.dumps({"step": 1, "split": "train", "loss": 2.0}) + '\n{"step": 2,')
     writer = metrics.MetricWriter(epath.Path(tmp_path), tensorboard=False)
-    writer.write(1, "train", {"loss": 5.0})
-    writer.write(2, "train", {"loss": 1.0})
-    assert [(r["step"], r["loss"]) for r in _records(path)] == [(1, 2.0), (2, 1.0)]
+    assert len(writes) == 1  # the torn line cut away
+    for step in range(1, 101):
+        writer.write(step, "train", {"loss": 1.0 / step})
+    assert len(writes) == 1  # 99 new train records, no rewrite yet
+    writer.write(100, "eval", {"accuracy": 0.5})  # an eval record is written at once
+    assert len(writes) == 2 and [r["step"] for r in _records(path)][-1] == 100
+    monkeypatch.setattr(metrics, "OBJECT_STORE_FLUSH_S", 0.0)
+    writer.write(101, "train", {"loss": 0.1})  # the interval has passed
+    assert len(writes) == 3
+    writer.write(102, "train", {"loss": 0.1})
+    monkeypatch.setattr(metrics, "OBJECT_STORE_FLUSH_S", 3600.0)
+    writer.write(103, "train", {"loss": 0.1})
+    writer.close()  # what is held is written
+    records = _records(path)
+    assert [(r["split"], r["step"]) for r in records][:2] == [("train", 1), ("train", 2)]
+    assert records[0]["loss"] == 2.0 and len(records) == 1 + 102 + 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.jsonl"]  # no temp left
 
 

@@ -89,6 +89,20 @@ def test_truncated_checkpoint_is_detected_and_the_previous_one_used(tmp_path, ca
     assert summary["params_digest"] == fresh["params_digest"]
 
 
+def test_a_checkpoint_that_cannot_be_moved_aside_is_one_line_and_is_left_alone(tmp_path):
+    """Process 0 moves unusable checkpoints to corrupt/; when it cannot (here a file holds
+    that name) every process gets the same one-line CheckpointError instead of waiting."""
+    config = tiny_config(total_steps=4, checkpoint_every_steps=2, checkpoint_keep=2)
+    train_and_evaluate(config, tmp_path)
+    _truncate_largest_file(tmp_path / "checkpoints" / "4")
+    (tmp_path / "corrupt").write_text("not a folder")
+    with pytest.raises(CheckpointError, match=r"could not move the unusable checkpoint .*4 to "
+                                              r".*corrupt .*move or delete it, then rerun"):
+        train_and_evaluate(tiny_config(total_steps=6, checkpoint_every_steps=2,
+                                       checkpoint_keep=2), tmp_path)
+    assert _checkpoint_steps(tmp_path) == [2, 4]  # nothing moved or deleted
+
+
 def test_no_intact_checkpoint_is_a_clear_error(tmp_path):
     train_and_evaluate(tiny_config(total_steps=2, checkpoint_keep=1), tmp_path)
     _truncate_largest_file(tmp_path / "checkpoints" / "2")

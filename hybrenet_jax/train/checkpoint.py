@@ -278,15 +278,24 @@ class Checkpointer:
                 f"(steps {', '.join(steps)} by process; -1: none): the workdir must be one "
                 "folder every process sees")
         bad = [s for s in self.latest.all_steps() if s > good]
-        if bad and jax.process_index() == 0:
+
+        def move() -> None:  # process 0 alone; a failure stops every process with its line
+            if not bad or jax.process_index() != 0:
+                return
             quarantine = workdir_path(self.latest.directory).parent / "corrupt"
-            quarantine.mkdir(exist_ok=True)
             for step in bad:
                 src = workdir_path(self.latest.directory) / str(step)
                 dst = quarantine / f"{step}-{time.strftime('%Y%m%d-%H%M%S')}"
-                src.rename(dst)
+                try:
+                    quarantine.mkdir(exist_ok=True)
+                    src.rename(dst)
+                except OSError as err:
+                    raise CheckpointError(
+                        f"could not move the unusable checkpoint {src} to {quarantine} "
+                        f"({err.strerror or err}); move or delete it, then rerun") from None
                 log.warning("moved unusable checkpoint %s to %s", src, dst)
-        distributed.barrier("quarantined")
+
+        distributed.agree("quarantined", move)
         if bad:
             self.latest.reload()
         return found

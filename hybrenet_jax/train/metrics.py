@@ -4,7 +4,10 @@
 a torn last line (a run killed mid-write) back to the last complete record, and skips records
 of a ``(split, step)`` at or below the last one already logged, so a resumed run (which
 retrains the steps after its checkpoint, bit for bit) never logs a step twice. On cloud
-storage (``gs://``…), which cannot append, the file is rewritten whole on each record.
+storage (``gs://``…), which cannot append, records are kept in memory and the file is
+rewritten whole at most every :data:`OBJECT_STORE_FLUSH_S` seconds, on every eval record and
+on close (a crash loses at most that many seconds of training records there; the
+checkpoints and the summary are written at once as always).
 
 TensorBoard event files are written with the ``tensorboard`` package alone (its event protos,
 scalar summary builder and record framing); TensorFlow is never imported, so the scalars are
@@ -28,6 +31,9 @@ from hybrenet_jax.train.storage import is_local, workdir_path, write_text_atomic
 log = logging.getLogger(__name__)
 
 _FILE_IDS = itertools.count()  # distinguishes two writers opened in the same second
+#: On storage that cannot append, ``metrics.jsonl`` is rewritten at most this often (and on
+#: eval records and close): a rewrite per record would cost quadratic time over a long run.
+OBJECT_STORE_FLUSH_S = 60.0
 
 
 class ScalarEventWriter:
@@ -87,6 +93,8 @@ class MetricWriter:
         self.tb: ScalarEventWriter | None = None
         self._local = is_local(self.path)
         self._text = ""  # the whole file, kept only where it cannot be appended to
+        self._unflushed = False
+        self._flushed_at = time.monotonic()
         #: the last step logged per split (records at or below it are skipped)
         self.last_step: dict[str, int] = {}
         if not enabled:
@@ -144,12 +152,22 @@ class MetricWriter:
                 f.write(line)
         else:
             self._text += line
-            write_text_atomically(self.path, self._text)
+            self._unflushed = True
+            if split != "train" or time.monotonic() - self._flushed_at >= OBJECT_STORE_FLUSH_S:
+                self.flush()
         self.last_step[split] = int(step)
         if self.tb is not None:
             self.tb.scalars(step, {f"{split}/{key}": float(v) for key, v in scalars.items()})
 
+    def flush(self) -> None:
+        """Write the records held in memory (storage that cannot append; no-op otherwise)."""
+        if self._unflushed:
+            write_text_atomically(self.path, self._text)
+            self._unflushed = False
+            self._flushed_at = time.monotonic()
+
     def close(self) -> None:
-        """Flush and close the TensorBoard file."""
+        """Write what is held in memory; flush and close the TensorBoard file."""
+        self.flush()
         if self.tb is not None:
             self.tb.close()
