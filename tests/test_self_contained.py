@@ -43,18 +43,26 @@ def test_pareto_and_calibration_check_from_a_lonely_copy(tmp_path):
     assert check.returncode == 0, check.stdout + check.stderr
 
 
-def test_package_data_is_declared_for_installs():
-    """A wheel carries the reference files: pyproject's package-data names every one of them."""
-    import fnmatch
-    import tomllib
+def test_a_built_wheel_carries_every_reference_file(tmp_path):
+    """The wheel setuptools builds from pyproject.toml (in-process: no network, no build
+    isolation) holds every file of reference_data/ and the calibration, byte for byte."""
+    import zipfile
 
     from hybrenet_jax import reference_data
 
-    patterns = tomllib.loads((ROOT / "pyproject.toml").read_text())[
-        "tool"]["setuptools"]["package-data"]["hybrenet_jax"]
+    repo = _lonely_copy(tmp_path)
+    shutil.copy(ROOT / "README.md", repo)  # pyproject's readme
+    dist = tmp_path / "dist"
+    built = _run(repo, "-c", "import sys; from setuptools import build_meta as b; "
+                             f"print(b.build_wheel({str(dist)!r}))")
+    assert built.returncode == 0, built.stderr[-3000:]
+    wheel = dist / built.stdout.strip().splitlines()[-1]
     package = ROOT / "hybrenet_jax"
-    files = [p.relative_to(package).as_posix() for p in reference_data.DATA_DIR.rglob("*")
-             if p.is_file() and p.suffix != ".pyc" and p.name != "__init__.py"]
-    assert len(files) >= 4
-    for name in files:
-        assert any(fnmatch.fnmatch(name, pattern) for pattern in patterns), name
+    wanted = [p for p in reference_data.DATA_DIR.rglob("*")
+              if p.is_file() and p.suffix not in (".pyc", ".py")]
+    wanted.append(package / "cost" / "calibration.json")
+    assert len(wanted) >= 5
+    with zipfile.ZipFile(wheel) as zipped:
+        for path in wanted:
+            name = path.relative_to(ROOT).as_posix()
+            assert zipped.read(name) == path.read_bytes(), name
