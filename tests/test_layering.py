@@ -143,3 +143,14 @@ def test_the_untyped_config_stops_at_the_boundary():
                                         if isinstance(node, ast.Import) else [node.module])
                for node in ast.walk(ast.parse(path.read_text()))))
     assert users == ["hybrenet_jax.config"]
+
+
+def test_printing_only_in_cli():
+    """The library reports through a ``log`` callable or ``logging``; ``print`` is the
+    command line's (cli/ and the declared entry points)."""
+    printers = sorted(
+        name for name, path in _modules().items()
+        if not name.startswith("hybrenet_jax.cli") and name not in ENTRY_POINTS
+        and any(isinstance(node, ast.Name) and node.id == "print"
+                for node in ast.walk(ast.parse(path.read_text()))))
+    assert printers == []

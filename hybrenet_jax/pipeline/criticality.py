@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import pathlib
 
 from hybrenet_jax.counts import count
@@ -141,7 +142,7 @@ def load_result(workdir: str | pathlib.Path) -> CriticalityResult | None:
 
 def measure_criticality(config: TrainConfig, model: str,
                         workdir: str | pathlib.Path, teacher_workdir: str | None = None,
-                        log: Log = print) -> CriticalityResult:
+                        log: Log = logging.getLogger(__name__).info) -> CriticalityResult:
     """Train the per-stage networks (resuming; finished ones skipped) and write the result.
 
     Args:

@@ -14,6 +14,7 @@ Workdir layout (every phase resumes or is skipped when finished)::
 
 from __future__ import annotations
 
+import logging
 import pathlib
 import time
 from collections.abc import Mapping
@@ -95,7 +96,8 @@ def _initial_variables(spec, pretrained_dir: str) -> tuple[dict, dict]:
 
 def run_snl(config: TrainConfig | Mapping, model: str, budget: int,
             workdir: str | pathlib.Path, pretrained_workdir: str | None = None,
-            teacher_workdir: str | None = None, log: Log = print) -> dict:
+            teacher_workdir: str | None = None,
+            log: Log = logging.getLogger(__name__).info) -> dict:
     """Run SNL on ``model`` for ``budget`` ReLUs; returns (and writes) ``summary.json``.
 
     Args:
