@@ -337,6 +337,7 @@ def test_a_tfds_dataset_without_network_fails_fast_and_leaves_no_folder(tmp_path
     assert f"data_dir {target}" in line and "downloads/manual" in line
     assert "cifar-100-binary.tar.gz" in line and "connection refused" in line
     assert elapsed < 90  # tfds alone retried for 215 s
+    assert not (tmp_path / "run").exists()  # the refused run leaves no workdir behind
     if data_dir == "existing":
         assert sorted(p.name for p in target.iterdir()) == ["keep.txt"]
     else:

@@ -49,14 +49,14 @@ from hybrenet_jax.train.checkpoint import Checkpointer, CheckpointError
 from hybrenet_jax.train.metrics import MetricWriter
 from hybrenet_jax.train.run_identity import check_identity, record_identity
 from hybrenet_jax.train.rundir import (Preempted, TrainingError, check_writable, make_workdir,
-                                       read_summary, run_directory, write_atomically,
-                                       write_summary, writing)
+                                       read_summary, remove_if_untouched, run_directory,
+                                       write_atomically, write_summary, writing)
 from hybrenet_jax.train.setup import Setup, load_teacher
 from hybrenet_jax.train.state import (create_state, learning_rate_schedule, make_optimizer,
                                       params_digest)
 from hybrenet_jax.train.steps import LossConfig, make_train_step
 from hybrenet_jax.train.storage import WorkPath
-from hybrenet_jax.train.workdir_lock import WorkdirLock
+from hybrenet_jax.train.workdir_lock import LOCK_FILE, WorkdirLock
 
 log = logging.getLogger(__name__)
 
@@ -243,25 +243,32 @@ def train_and_evaluate(config: TrainConfig | Mapping, workdir: str | os.PathLike
     main_process = jax.process_index() == 0
     lock: WorkdirLock | None = None
     effective: TrainConfig | None = None
+    fresh = False  # this run made the workdir: a refusal before it wrote anything removes it
 
     def start() -> None:  # what may refuse the run; agreed over the processes
-        nonlocal workdir, lock, effective
+        nonlocal workdir, lock, effective, fresh
         typed = build_config(config)
         check_run(typed)
         workdir = run_directory(workdir)
         effective = apply_batch_rule(typed, jax.device_count() // typed.mesh_model_axis)
+        fresh = main_process and not workdir.exists()
         make_workdir(workdir)
         lock = WorkdirLock(workdir, enabled=main_process)
         _acquire(lock, workdir)
         check_writable(workdir)
         check_identity(workdir, effective)
 
+    finished = False
     try:
         distributed.agree("start", start)
-        return _train(effective, workdir, wall_start, main_process)
+        summary = _train(effective, workdir, wall_start, main_process)
+        finished = True
+        return summary
     finally:
         if lock is not None:
             lock.release()
+        if fresh and not finished:
+            remove_if_untouched(workdir, {LOCK_FILE})
 
 
 def _train(config: TrainConfig, workdir: WorkPath, wall_start: float,

@@ -63,6 +63,21 @@ def make_workdir(path: WorkPath) -> None:
         raise TrainingError(f"workdir {path} is not writable: {err.strerror or err}") from None
 
 
+def remove_if_untouched(path: WorkPath, leftovers: set[str]) -> bool:
+    """Remove ``path`` when it holds nothing but ``leftovers`` (e.g. the lock of a run refused
+    before it wrote anything): a refused run leaves no folder behind. Returns whether it did."""
+    try:
+        names = {p.name for p in path.iterdir()}
+        if not names <= leftovers:
+            return False
+        for name in names:
+            (path / name).unlink()
+        path.rmdir()
+    except OSError:
+        return False
+    return True
+
+
 def check_writable(path: WorkPath) -> None:
     """Write a probe file, and refuse output names taken by the wrong kind of entry."""
     try:
