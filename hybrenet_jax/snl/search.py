@@ -14,6 +14,7 @@ end) with lambda and the lowest count, so an interrupted search resumes where it
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import pathlib
@@ -85,25 +86,28 @@ def search_masks(setup: Setup, settings: SNLConfig, spec: NetSpec, params: dict,
             checkpointer.save(int(state.step), state, dict(progress), force=True)
             saved_step = int(state.step)
 
-    while not progress["reached"] and progress["epoch"] < settings.max_epochs:
-        lam = jnp.float32(progress["lasso"])
-        for _, state, metrics in setup.steps(step_fn, state, int(state.step) + steps_per,
-                                             teacher_vars, lam):
-            pass
-        masks = masks_from_params(jax.device_get(state.params), sites)
-        count = relu_count(masks, sites, settings.threshold)
-        epoch = progress["epoch"]
-        if count < progress["lowest"]:
-            progress["lowest"] = count
-        elif epoch >= settings.lasso_patience_epochs:
-            progress["lasso"] *= settings.lasso_growth
-        progress.update(epoch=epoch + 1, count=count, reached=count <= budget)
-        metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
-        with history.open("a") as f:
-            f.write(json.dumps({"epoch": epoch, "step": int(state.step), "relus": count,
-                                "lasso": float(lam), **metrics}) + "\n")
-        if progress["epoch"] % save_every == 0:
-            save()
+    # one batch stream over every search epoch left (closed, with its threads, on leaving)
+    first = int(state.step)
+    feed = setup.feed(first, first + (settings.max_epochs - progress["epoch"]) * steps_per)
+    with contextlib.closing(feed):
+        while not progress["reached"] and progress["epoch"] < settings.max_epochs:
+            lam = jnp.float32(progress["lasso"])
+            for _ in range(steps_per):
+                state, metrics = step_fn(state, next(feed), teacher_vars, lam)
+            masks = masks_from_params(jax.device_get(state.params), sites)
+            count = relu_count(masks, sites, settings.threshold)
+            epoch = progress["epoch"]
+            if count < progress["lowest"]:
+                progress["lowest"] = count
+            elif epoch >= settings.lasso_patience_epochs:
+                progress["lasso"] *= settings.lasso_growth
+            progress.update(epoch=epoch + 1, count=count, reached=count <= budget)
+            metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
+            with history.open("a") as f:
+                f.write(json.dumps({"epoch": epoch, "step": int(state.step), "relus": count,
+                                    "lasso": float(lam), **metrics}) + "\n")
+            if progress["epoch"] % save_every == 0:
+                save()
     save()
     checkpointer.close()
     if not progress["reached"]:

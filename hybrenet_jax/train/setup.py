@@ -5,8 +5,9 @@
 others wait — and the steps per epoch). The loops differ only in their objective
 (:mod:`hybrenet_jax.train.steps`): the training loop's cross-entropy/KD/DKD
 (:func:`hybrenet_jax.train.loop.train_and_evaluate`) and SNL's mask search and masked
-fine-tuning (:mod:`hybrenet_jax.snl`) all take their batches from :meth:`Setup.steps`, restore
-with :meth:`Setup.restore` and evaluate with :meth:`Setup.evaluate`.
+fine-tuning (:mod:`hybrenet_jax.snl`) all take their batches from :meth:`Setup.feed` (through
+:meth:`Setup.steps`, or per search epoch), restore with :meth:`Setup.restore` and evaluate
+with :meth:`Setup.evaluate`.
 
 The batch stream is one deterministic ``(seed, epoch)`` order over all steps: step ``s`` is
 batch ``s % S`` of epoch ``s // S`` whatever the worker count, so a resumed loop sees the
