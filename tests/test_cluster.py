@@ -316,3 +316,19 @@ def test_a_failed_cluster_join_is_one_cluster_error(monkeypatch):
             distributed.initialize(distributed.ClusterArgs("auto"))
     finally:
         jax.config.update("jax_cpu_collectives_implementation", before)
+
+
+def test_a_diverged_run_on_storage_that_cannot_append_keeps_its_metrics(tmp_path,
+                                                                       monkeypatch):
+    """The records held in memory are written when the loop ends by an exception (and before
+    every checkpoint), not lost with it."""
+    from conftest import tiny_config
+    from hybrenet_jax.train import TrainingError, train_and_evaluate
+    from hybrenet_jax.train import metrics
+
+    monkeypatch.setattr(metrics, "is_local", lambda path: False)
+    bad = tiny_config(total_steps=12, learning_rate=1e12, log_every_steps=1, warmup_epochs=0.0)
+    with pytest.raises(TrainingError, match="non-finite training metrics"):
+        train_and_evaluate(bad, tmp_path)
+    logged = [r["step"] for r in _records(tmp_path / "metrics.jsonl") if r["split"] == "train"]
+    assert logged and logged == list(range(1, len(logged) + 1))

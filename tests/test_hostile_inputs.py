@@ -158,6 +158,30 @@ def test_a_second_run_on_a_locked_workdir_is_refused_and_changes_nothing(tmp_pat
         pass
 
 
+def test_a_run_that_loses_the_race_for_a_new_workdir_removes_nothing(tmp_path, monkeypatch):
+    """Two runs start on a workdir that does not exist yet: both see it missing, the other
+    one makes it and takes the lock first. The refused run must not remove the holder's
+    (still nearly empty) workdir or its lock."""
+    from hybrenet_jax.train import loop
+    from hybrenet_jax.train.workdir_lock import LOCK_FILE, WorkdirBusyError, WorkdirLock
+
+    workdir = tmp_path / "run"
+    holder = WorkdirLock(workdir)
+    real = loop.make_workdir
+
+    def rival_wins(path):  # the rival makes the folder and locks it in between
+        real(path)
+        holder.acquire()
+
+    monkeypatch.setattr(loop, "make_workdir", rival_wins)
+    try:
+        with pytest.raises(WorkdirBusyError):
+            loop.train_and_evaluate(tiny_config(), workdir)
+        assert sorted(p.name for p in workdir.iterdir()) == [LOCK_FILE]  # the holder's, kept
+    finally:
+        holder.release()
+
+
 # -- run identity --------------------------------------------------------------------------
 def test_a_workdir_of_another_model_or_optimizer_is_refused_and_left_intact(tmp_path):
     from hybrenet_jax.train import train_and_evaluate
@@ -310,7 +334,7 @@ def _offline_env(home):
     return env
 
 
-@pytest.mark.parametrize("data_dir", ["default", "missing"])
+@pytest.mark.parametrize("data_dir", ["default", "missing", "existing"])
 def test_a_tfds_dataset_without_network_fails_fast_and_leaves_no_folder(tmp_path, data_dir):
     """Through ``launch.train`` (an existing data_dir, a download failing half-way and a
     manual download: ``test_data_tfds.py::test_offline_*``)."""
@@ -373,11 +397,11 @@ def test_oversized_networks_are_refused_in_milliseconds(capsys, verb, model, fra
     code, out, err, elapsed = _cli(capsys, verb, model)
     assert code == 2 and out == ""
     assert err.count("\n") == 1 and fragment in err, err
-    assert elapsed < 5  # m=4096 took 20 s, m=100000 more than 300 s
+    assert elapsed < 10  # m=4096 took 20 s, m=100000 more than 300 s
     start = time.perf_counter()
     with pytest.raises(HybrenetError, match="at most"):
         spec_from_model_string(model)
-    assert time.perf_counter() - start < 0.05  # checked on the description, before expanding
+    assert time.perf_counter() - start < 0.5  # checked on the description, before expanding
 
 
 def test_the_widest_accepted_network_is_checked_for_packing_before_costing(capsys,
@@ -390,7 +414,7 @@ def test_the_widest_accepted_network_is_checked_for_packing_before_costing(capsy
     monkeypatch.setattr(cost_cli, "estimate", no_costing)
     code, out, err, elapsed = _cli(capsys, "cost", "hrn-2x2x2x:m=2048")  # 16,384 wide: accepted
     assert code == 2 and err.count("\n") == 1
-    assert "FC layer with 16384 inputs needs 16384 slots" in err and elapsed < 5
+    assert "FC layer with 16384 inputs needs 16384 slots" in err and elapsed < 10
 
 
 def test_a_huge_model_string_gets_a_short_message(capsys):

@@ -190,6 +190,19 @@ def test_corrupt_newest_checkpoint_is_quarantined_once_by_several_processes(
     data[len(data) // 2] ^= 0xFF  # one flipped byte: the manifest catches it
     victim.write_bytes(bytes(data))
 
+    # process 0 cannot move it aside (a file holds the name corrupt): every process stops
+    # with the same line, none waits at a barrier, nothing is moved
+    (workdir / "corrupt").write_text("not a folder")
+    failed = _finish(_start(workdir, 2, *MP_FLAGS), timeout=300)
+    lines = []
+    for code, _, err in failed:
+        errors = [l for l in err.splitlines() if l.startswith("launch.train: error:")]
+        assert code == 2 and len(errors) == 1, err[-3000:]
+        assert "could not move the unusable checkpoint" in errors[0] and "Traceback" not in err
+        lines.append(errors[0])
+    assert lines[0] == lines[1] and newest.is_dir()
+    (workdir / "corrupt").unlink()
+
     results = _finish(_start(workdir, 2, *MP_FLAGS))
     for code, out, err in results:
         assert code == 0, err[-3000:]

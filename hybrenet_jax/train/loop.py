@@ -33,7 +33,7 @@ import math
 import os
 import signal
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Callable
 
 import jax
@@ -206,6 +206,18 @@ class _ThroughputTimer:
         return self.images / self.seconds if self.seconds > 0 and self.images else None
 
 
+@contextlib.contextmanager
+def _flushed_on_error(writer: MetricWriter) -> Iterator[None]:
+    """Write the metrics held in memory (storage that cannot append) when the loop ends by an
+    exception (a diverged loss, a failed save, a second Ctrl-C), then let it propagate."""
+    try:
+        yield
+    except BaseException:
+        with contextlib.suppress(OSError):
+            writer.flush()
+        raise
+
+
 def _log_train(writer: MetricWriter, bar, metrics: dict, step: int, spe: int,
                checkpointer: Checkpointer) -> None:
     if not all(math.isfinite(float(v)) for v in metrics.values()):
@@ -251,10 +263,11 @@ def train_and_evaluate(config: TrainConfig | Mapping, workdir: str | os.PathLike
         check_run(typed)
         workdir = run_directory(workdir)
         effective = apply_batch_rule(typed, jax.device_count() // typed.mesh_model_axis)
-        fresh = main_process and not workdir.exists()
+        created = main_process and not workdir.exists()
         make_workdir(workdir)
         lock = WorkdirLock(workdir, enabled=main_process)
         _acquire(lock, workdir)
+        fresh = created  # ours only once we hold its lock (a refused rival removes nothing)
         check_writable(workdir)
         check_identity(workdir, effective)
 
@@ -265,10 +278,10 @@ def train_and_evaluate(config: TrainConfig | Mapping, workdir: str | os.PathLike
         finished = True
         return summary
     finally:
+        if fresh and not finished:  # under our lock: no other run can be starting in it
+            remove_if_untouched(workdir, {LOCK_FILE})
         if lock is not None:
             lock.release()
-        if fresh and not finished:
-            remove_if_untouched(workdir, {LOCK_FILE})
 
 
 def _train(config: TrainConfig, workdir: WorkPath, wall_start: float,
@@ -331,7 +344,7 @@ def _train(config: TrainConfig, workdir: WorkPath, wall_start: float,
     last_eval: dict[str, float] | None = None
     bar = tqdm(total=steps["total"], initial=step, disable=not (main_process and config.progress),
                desc=config.model, unit="step", dynamic_ncols=True)
-    with _Preemption() as preemption:
+    with _Preemption() as preemption, _flushed_on_error(writer):
         # the signal every process acts on: its own (one process), or agreed (several)
         stop = (distributed.any_process("preempt", preemption.signal) if several
                 else preemption.signal)
@@ -368,6 +381,8 @@ def _train(config: TrainConfig, workdir: WorkPath, wall_start: float,
                         stop = preemption.signal
                     if (step % steps["checkpoint_every"] == 0 or step == steps["total"]
                             or stop):
+                        with writing(writer.path):  # the metrics up to a resumable step
+                            writer.flush()
                         checkpointer.save(step, state, {**meta, "epoch": step / spe},
                                           force=True)
                 if step >= steps["total"] or stop:
