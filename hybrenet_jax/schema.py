@@ -455,9 +455,7 @@ def schedule_steps(config: TrainConfig, steps_per_epoch: int) -> int:
 
 def extra_steps(config: TrainConfig, steps_per_epoch: int) -> int:
     """Steps added on top of the base schedule (the DKD warm-up of the paper's 200 + 20)."""
-    if config.distill.kind != "dkd" or not config.distill.dkd_warmup_extra:
-        return 0
-    return int(round(config.distill.dkd_warmup_epochs * steps_per_epoch))
+    return int(round(extra_epochs(config) * steps_per_epoch))
 
 
 def extra_epochs(config: TrainConfig) -> float:

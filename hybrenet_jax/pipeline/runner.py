@@ -40,7 +40,8 @@ from hybrenet_jax.train.rundir import RESULTS, ResultsLog, finished_run_model
 from hybrenet_jax.pipeline.planning import (CRITICALITY_DIR, TEACHER_DIR,
                                             PlannedModel, plan_row, planned_model,
                                             variant_workdir)
-from hybrenet_jax.schema import DISTILL_KINDS, PAPER_DKD_BETAS, TrainConfig, parse_dkd_betas
+from hybrenet_jax.schema import (DISTILL_KINDS, PAPER_DKD_BETAS, TrainConfig, extra_epochs,
+                                 parse_dkd_betas, updated)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,10 +109,10 @@ def measure_order(config: TrainConfig, model: str, options: PipelineOptions,
 
 
 def dkd_extra_epochs(config: TrainConfig, options: PipelineOptions) -> float:
-    """Epochs a DKD run trains beyond the base schedule (0 when the ramp lies inside it)."""
-    if options.distill != "dkd" or not options.dkd_warmup_extra:
-        return 0.0
-    return float(config.distill.dkd_warmup_epochs)
+    """Epochs a run of the pipeline trains beyond the base schedule: the schema's rule
+    (:func:`hybrenet_jax.schema.extra_epochs`) with the pipeline's distillation and warm-up."""
+    return extra_epochs(updated(config, {"distill.kind": options.distill,
+                                         "distill.dkd_warmup_extra": options.dkd_warmup_extra}))
 
 
 def variant_jobs(config: TrainConfig, p: PlannedModel, options: PipelineOptions,

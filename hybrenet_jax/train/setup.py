@@ -100,20 +100,6 @@ def load_splits(config: TrainConfig) -> tuple[data_lib.ArraySplit, data_lib.Arra
     return first if main_process else rest
 
 
-def evaluate(eval_step, variables, test, batch_size: int, mesh) -> dict[str, float]:
-    """Exact metrics over the whole eval split (padded last batch, masked)."""
-    sums = None
-    batches = data_lib.eval_batches(test, batch_size, process_index=jax.process_index(),
-                                    process_count=jax.process_count())
-    for batch in batches:
-        out = eval_step(variables, data_lib.shard_batch(batch, mesh))
-        sums = out if sums is None else jax.tree.map(jnp.add, sums, out)
-    sums = jax.device_get(sums)
-    n = float(sums["count"])
-    return {"loss": float(sums["loss"]) / n, "accuracy": float(sums["top1"]) / n,
-            "top5": float(sums["top5"]) / n, "examples": n}
-
-
 def load_teacher(config: TrainConfig, mesh) -> Teacher:
     """The frozen teacher ``config.distill`` names, from one of our run directories."""
     tdir = config.distill.teacher_workdir
@@ -200,5 +186,16 @@ class Setup:
         return make_eval_step(model, self.mesh)
 
     def evaluate(self, eval_step: Callable, variables) -> dict[str, float]:
-        """Exact eval-split metrics of ``eval_step`` with ``variables`` (any collections)."""
-        return evaluate(eval_step, variables, self.test, self.config.batch_size, self.mesh)
+        """Exact metrics of ``eval_step`` with ``variables`` (any collections) over the whole
+        eval split (padded last batch, masked)."""
+        sums = None
+        batches = data_lib.eval_batches(self.test, self.config.batch_size,
+                                        process_index=jax.process_index(),
+                                        process_count=jax.process_count())
+        for batch in batches:
+            out = eval_step(variables, data_lib.shard_batch(batch, self.mesh))
+            sums = out if sums is None else jax.tree.map(jnp.add, sums, out)
+        sums = jax.device_get(sums)
+        n = float(sums["count"])
+        return {"loss": float(sums["loss"]) / n, "accuracy": float(sums["top1"]) / n,
+                "top5": float(sums["top5"]) / n, "examples": n}
