@@ -32,6 +32,7 @@ import dataclasses
 import itertools
 import json
 import re
+import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
@@ -230,6 +231,52 @@ def initialize(args: ClusterArgs | None, timeout_s: int = 300) -> None:
         raise ClusterError(f"could not join the multi-process run ({args.source}): {first}; "
                            "outside SLURM/TPU pods give --coordinator_address, "
                            "--num_processes and --process_id") from None
+    settle_coordinator_shutdown()
+
+
+#: Seconds process 0 keeps the coordination service up after the shutdown barrier.
+SHUTDOWN_SETTLE_S = 2.0
+
+
+class _SettlingService:
+    """JAX's coordination service (process 0), stopped ``settle_s`` after the others left.
+
+    At exit every process meets at the shutdown barrier; right after it, each process cancels
+    its long-running calls to the service (error polling, the preemption notice), and JAX stops
+    the service at once. A cancelled call that reaches the gRPC server while it is being torn
+    down aborts process 0 (SIGABRT, ``Check failed: queue.Pop() == nullptr`` in
+    ``~RealRequestMatcher``) after the run ended, turning exit 0 or 2 into -6. Waiting lets
+    those calls land on a running server first.
+    """
+
+    def __init__(self, service: Any, settle_s: float) -> None:
+        self._service = service
+        self._settle_s = settle_s
+
+    def shutdown(self) -> None:
+        time.sleep(self._settle_s)
+        self._service.shutdown()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._service, name)
+
+
+def settle_coordinator_shutdown(settle_s: float = SHUTDOWN_SETTLE_S,
+                                state: Any | None = None) -> bool:
+    """Make the coordination service this process hosts (process 0) stop ``settle_s`` after
+    the shutdown barrier instead of at once (see :class:`_SettlingService`); JAX's exit
+    handler keeps its order. Returns whether this process hosts a service to wrap."""
+    if state is None:
+        try:
+            from jax._src import distributed as jax_distributed
+            state = jax_distributed.global_state
+        except (ImportError, AttributeError):  # private API moved: JAX's own shutdown
+            return False
+    service = getattr(state, "service", None)
+    if service is None or isinstance(service, _SettlingService):
+        return isinstance(service, _SettlingService)
+    state.service = _SettlingService(service, settle_s)
+    return True
 
 
 # -- agreement between processes ------------------------------------------------------------

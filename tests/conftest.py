@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pathlib
+import socket
 import subprocess
 import sys
 
@@ -16,6 +17,13 @@ if str(ROOT) not in sys.path:  # configs/ and launch/ are importable from the re
 from hybrenet_jax.runtime import configure_xla  # noqa: E402
 
 configure_xla()  # in-process tests run with the XLA flags our entry points use
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now (for a coordinator)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def tiny_config(**overrides):

@@ -6,16 +6,19 @@ from __future__ import annotations
 import json
 import os
 import pathlib
+import re
 import shlex
 import shutil
 import subprocess
 import sys
+import time
+import types
 
 import pytest
 
-from conftest import ROOT, run_launch
-from hybrenet_jax.distributed import (ClusterError, cluster_args, first_slurm_host,
-                                      slurm_local_device_ids, tasks_on_node)
+from conftest import ROOT, free_port, run_launch
+from hybrenet_jax.distributed import (SHUTDOWN_SETTLE_S, ClusterError, cluster_args,
+                                      first_slurm_host, slurm_local_device_ids, tasks_on_node)
 
 GPUS8 = ",".join(str(i) for i in range(8))
 
@@ -332,3 +335,87 @@ def test_a_diverged_run_on_storage_that_cannot_append_keeps_its_metrics(tmp_path
         train_and_evaluate(bad, tmp_path)
     logged = [r["step"] for r in _records(tmp_path / "metrics.jsonl") if r["split"] == "train"]
     assert logged and logged == list(range(1, len(logged) + 1))
+
+
+# -- leaving a multi-process run ------------------------------------------------------------
+class _FakeService:
+    def __init__(self, calls: list) -> None:
+        self.calls = calls
+        self.address = "127.0.0.1:1"
+
+    def shutdown(self) -> None:
+        self.calls.append(("service down", time.monotonic()))
+
+
+def test_process_0_stops_the_coordination_service_only_after_the_settling_time():
+    from hybrenet_jax import distributed
+
+    calls: list = []
+    state = types.SimpleNamespace(service=_FakeService(calls))
+    assert distributed.settle_coordinator_shutdown(0.2, state)
+    assert distributed.settle_coordinator_shutdown(0.2, state)  # wrapped once, not twice
+    assert state.service.address == "127.0.0.1:1"  # the rest of the service is JAX's
+    start = time.monotonic()
+    state.service.shutdown()
+    assert [c[0] for c in calls] == ["service down"] and calls[0][1] - start >= 0.2
+    # processes other than 0 host no service: nothing to wrap
+    assert not distributed.settle_coordinator_shutdown(0.2, types.SimpleNamespace(service=None))
+
+
+_LEAVE_FAILED = """
+import sys
+from hybrenet_jax import distributed
+distributed.initialize(distributed.ClusterArgs("manual", sys.argv[1], 2, int(sys.argv[2])))
+import jax
+
+def refuse():
+    if jax.process_index() == 0:
+        raise distributed.ClusterError("refused by process 0")
+try:
+    distributed.agree("leave", refuse)
+except distributed.ClusterError as err:
+    print(f"error: {err}", file=sys.stderr)
+    sys.exit(2)
+"""
+_XLA_LOG_TIME = re.compile(r"^[IWEF]\d{4} (\d\d):(\d\d):(\d\d\.\d+) ")
+
+
+def _log_times(stderr: str, text: str) -> list[float]:
+    """Seconds of the day of XLA's log lines (``I1127 12:13:04.123860 ...``) holding text."""
+    times = []
+    for line in stderr.splitlines():
+        match = _XLA_LOG_TIME.match(line)
+        if match and text in line:
+            h, m, s = match.groups()
+            times.append(int(h) * 3600 + int(m) * 60 + float(s))
+    return times
+
+
+def test_two_processes_that_stop_by_an_agreed_error_exit_2_and_the_service_outlives_the_rest():
+    """Regression: process 0 aborted (SIGABRT in gRPC's server teardown, exit -6 after the
+    one-line error) when another process's cancelled calls reached the coordination service
+    while it was being torn down, right after the shutdown barrier. The service now stops after
+    every process has cancelled its calls, which XLA's own log lines show."""
+    address = f"127.0.0.1:{free_port()}"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "JAX_PLATFORMS": "cpu",
+           "TF_CPP_MIN_LOG_LEVEL": "0"}
+    procs = [subprocess.Popen([sys.executable, "-c", _LEAVE_FAILED, address, str(i)], env=env,
+                              cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for i in range(2)]
+    try:
+        results = [(proc.wait(timeout=240), proc.stderr.read()) for proc in procs]
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+    for code, err in results:
+        assert code == 2 and "error: " in err and "refused by process 0" in err, err[-3000:]
+    service_down = _log_times(results[0][1], "Jax service shutting down")
+    cancelled = [t for _, err in results for t in
+                 _log_times(err, "Cancelling error polling")
+                 + _log_times(err, "Coordination agent has successfully shut down")]
+    assert len(service_down) == 1 and len(cancelled) == 4, [e[-3000:] for _, e in results]
+    # the last call of any process was cancelled before the service went (by the settling
+    # time less scheduling noise: without it the gap is a few milliseconds)
+    assert service_down[0] - max(cancelled) > 0.5 * SHUTDOWN_SETTLE_S, (
+        service_down, cancelled)

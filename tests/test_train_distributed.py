@@ -10,14 +10,13 @@ import json
 import os
 import shutil
 import signal
-import socket
 import time
 
 import numpy as np
 import pytest
 
 import jax
-from conftest import run_launch
+from conftest import free_port, run_launch
 from hybrenet_jax.runtime import EIGEN_CONVOLUTIONS
 from hybrenet_jax.train.checkpoint import load_variables
 
@@ -61,15 +60,9 @@ def test_eight_simulated_devices_match_one_device(tmp_path):
         _final_train_loss(tmp_path / "one"), rel=1e-4)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _start(workdir, n: int, *flags: str):
     """``n`` processes of one run on 127.0.0.1, each with 2 simulated CPU devices."""
-    port = _free_port()
+    port = free_port()
     env = {"XLA_FLAGS": f"--xla_force_host_platform_device_count={DEVICES_PER_PROCESS}",
            "JAX_PLATFORMS": "cpu"}
     return [run_launch(workdir, *flags, f"--coordinator_address=127.0.0.1:{port}",
