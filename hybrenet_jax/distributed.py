@@ -24,6 +24,10 @@
 store of JAX's coordination service (host-side messages, no device computation, so the
 training step's asynchronous dispatch is not stalled). A check that one process fails makes
 every process raise the same one-line error, so none is left waiting in a collective.
+
+**Exit** (:func:`settle_coordinator_shutdown`): process 0 stops the coordination service it
+hosts :data:`SHUTDOWN_SETTLE_S` after the shutdown barrier, once the other processes' cancelled
+calls have landed, instead of at once (which could abort it in gRPC's teardown).
 """
 
 from __future__ import annotations
