@@ -277,9 +277,10 @@ def settle_coordinator_shutdown(settle_s: float = SHUTDOWN_SETTLE_S,
         except (ImportError, AttributeError):  # private API moved: JAX's own shutdown
             return False
     service = getattr(state, "service", None)
-    if service is None or isinstance(service, _SettlingService):
-        return isinstance(service, _SettlingService)
-    state.service = _SettlingService(service, settle_s)
+    if service is None:  # processes other than 0 host no service
+        return False
+    if not isinstance(service, _SettlingService):
+        state.service = _SettlingService(service, settle_s)
     return True
 
 
