@@ -331,7 +331,7 @@ def test_a_diverged_run_on_storage_that_cannot_append_keeps_its_metrics(tmp_path
 
     monkeypatch.setattr(metrics, "is_local", lambda path: False)
     bad = tiny_config(total_steps=12, learning_rate=1e12, log_every_steps=1, warmup_epochs=0.0)
-    with pytest.raises(TrainingError, match="non-finite training metrics"):
+    with pytest.raises(TrainingError, match="diverged: non-finite loss or metrics"):
         train_and_evaluate(bad, tmp_path)
     logged = [r["step"] for r in _records(tmp_path / "metrics.jsonl") if r["split"] == "train"]
     assert logged and logged == list(range(1, len(logged) + 1))

@@ -40,6 +40,7 @@ import orbax.checkpoint as ocp
 
 from hybrenet_jax import distributed
 from hybrenet_jax.errors import HybrenetError
+from hybrenet_jax.train.divergence import host_tree_is_finite
 from hybrenet_jax.train.state import tree_digest
 from hybrenet_jax.train.storage import WorkPath, workdir_path, write_text_atomically
 
@@ -224,7 +225,7 @@ class Checkpointer:
             return saved
         except Exception as err:  # noqa: BLE001 - reported as one clear error
             raise _write_error(err, f"checkpoint step {step} to {self.latest.directory}",
-                               self._intact()) from err
+                               self.last_intact_step()) from err
 
     def save_best(self, step: int, state: Any, meta: dict, accuracy: float) -> None:
         """Offer ``state`` to the best-k set (kept only if among the best accuracies)."""
@@ -242,9 +243,9 @@ class Checkpointer:
                 _write_manifests(self.best)
         except Exception as err:  # noqa: BLE001
             raise _write_error(err, f"best checkpoint step {step} to {self.best.directory}",
-                               self._intact()) from err
+                               self.last_intact_step()) from err
 
-    def _intact(self) -> int:
+    def last_intact_step(self) -> int:
         """The newest periodic step with a manifest (-1: none); what a rerun resumes from."""
         directory = workdir_path(self.latest.directory)
         steps = [int(p.name) for p in directory.iterdir() if p.name.isdigit()
@@ -309,7 +310,7 @@ class Checkpointer:
                 self._seal(manager)
             except Exception as err:  # noqa: BLE001
                 raise _write_error(err, f"a checkpoint to {manager.directory}",
-                                   self._intact()) from err
+                                   self.last_intact_step()) from err
 
     def close(self) -> None:
         self.wait()
@@ -337,6 +338,9 @@ def restore_newest_intact(manager: ocp.CheckpointManager, abstract_state: Any = 
             if digest != meta.get("digest"):
                 raise CheckpointError(f"digest mismatch (stored {str(meta.get('digest'))[:12]}, "
                                       f"read {digest[:12]})")
+            if not host_tree_is_finite(restored["state"]):
+                raise CheckpointError("it holds NaN or infinite values (saved by a diverged "
+                                      "run before divergence was checked at every save)")
             if abstract_state is not None and "state_digest" in meta:
                 full = full_state_digest(restored["state"])
                 if full != meta["state_digest"]:

@@ -29,7 +29,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import math
 import os
 import signal
 import time
@@ -46,6 +45,7 @@ from hybrenet_jax.model_string import spec_from_model_string
 from hybrenet_jax.models import build_model, input_shape
 from hybrenet_jax.schema import TrainConfig, as_dict, build_config, schedule_steps, updated
 from hybrenet_jax.train.checkpoint import Checkpointer, CheckpointError
+from hybrenet_jax.train.divergence import DivergenceWatch, diverged_message, finite_numbers
 from hybrenet_jax.train.metrics import MetricWriter
 from hybrenet_jax.train.run_identity import check_identity, record_identity
 from hybrenet_jax.train.rundir import (Preempted, TrainingError, check_writable, make_workdir,
@@ -218,20 +218,18 @@ def _flushed_on_error(writer: MetricWriter) -> Iterator[None]:
         raise
 
 
-def _log_train(writer: MetricWriter, bar, metrics: dict, step: int, spe: int,
-               checkpointer: Checkpointer) -> None:
-    if not all(math.isfinite(float(v)) for v in metrics.values()):
-        saved = checkpointer.latest.all_steps()
-        where = checkpointer.latest.directory
-        kept = (f"the last checkpoint (step {max(saved)}) in {where} is intact" if saved
-                else "no checkpoint was saved yet")
-        raise TrainingError(
-            f"non-finite training metrics at step {step} (loss={float(metrics['loss'])}); "
-            f"the run stopped and {kept}; lower learning_rate or add warmup_epochs")
+def _log_train(writer: MetricWriter, bar, metrics: dict, step: int, spe: int) -> None:
     with writing(writer.path):
         writer.write(step, "train", {**metrics, "epoch": step / spe})
     bar.set_postfix(loss=f"{float(metrics['loss']):.3f}", acc=f"{float(metrics['accuracy']):.3f}",
                     lr=f"{float(metrics['lr']):.4f}")
+
+
+def _diverged(step: int, checkpointer: Checkpointer) -> TrainingError:
+    """The one-line error of a diverged run, naming the last (finite) checkpoint kept."""
+    checkpointer.wait()  # in-flight saves are finite (checked before they started)
+    return TrainingError(diverged_message("training", step, checkpointer.last_intact_step(),
+                                          str(checkpointer.latest.directory)))
 
 
 # -- the loop -------------------------------------------------------------------------------
@@ -344,6 +342,13 @@ def _train(config: TrainConfig, workdir: WorkPath, wall_start: float,
     last_eval: dict[str, float] | None = None
     bar = tqdm(total=steps["total"], initial=step, disable=not (main_process and config.progress),
                desc=config.model, unit="step", dynamic_ncols=True)
+    watch = DivergenceWatch()
+
+    def guard(checked_state=None) -> None:  # every process takes the same decision
+        bad = watch.check(checked_state)
+        if bad is not None:
+            raise _diverged(bad, checkpointer)
+
     with _Preemption() as preemption, _flushed_on_error(writer):
         # the signal every process acts on: its own (one process), or agreed (several)
         stop = (distributed.any_process("preempt", preemption.signal) if several
@@ -353,6 +358,7 @@ def _train(config: TrainConfig, workdir: WorkPath, wall_start: float,
                           teacher_vars)
         with contextlib.closing(run):
             for step, state, metrics in run:
+                watch.observe(state.step, metrics)
                 bar.update(1)
                 if not several:
                     stop = preemption.signal
@@ -363,10 +369,14 @@ def _train(config: TrainConfig, workdir: WorkPath, wall_start: float,
                 else:
                     timer.count(config.batch_size)
                 if step % steps["log_every"] == 0 or step == steps["total"]:
-                    _log_train(writer, bar, jax.device_get(metrics), step, spe, checkpointer)
+                    guard()
+                    _log_train(writer, bar, jax.device_get(metrics), step, spe)
                 with timer.paused(state):
                     if step % steps["eval_every"] == 0 or step == steps["total"]:
+                        guard(state)  # nothing non-finite is evaluated, ranked or saved
                         last_eval = setup.evaluate(eval_step, state.variables)
+                        if not finite_numbers(last_eval):
+                            raise _diverged(step, checkpointer)
                         with writing(writer.path):
                             writer.write(step, "eval", last_eval)
                         if main_process:
@@ -381,6 +391,7 @@ def _train(config: TrainConfig, workdir: WorkPath, wall_start: float,
                         stop = preemption.signal
                     if (step % steps["checkpoint_every"] == 0 or step == steps["total"]
                             or stop):
+                        guard(state)
                         with writing(writer.path):  # the metrics up to a resumable step
                             writer.flush()
                         checkpointer.save(step, state, {**meta, "epoch": step / spe},
