@@ -29,6 +29,7 @@ import errno
 import hashlib
 import json
 import logging
+import math
 import os
 import pathlib
 import time
@@ -130,6 +131,85 @@ def _write_manifests(manager: ocp.CheckpointManager) -> None:
             write_manifest(step_dir)
 
 
+#: Files Orbax parses as JSON when it opens a checkpoint directory (``metrics/metrics``: the
+#: ranking metric of ``best/``); a damaged one fails inside Orbax with a long traceback.
+ORBAX_JSON = ("_CHECKPOINT_METADATA", "meta/metadata")
+RANKING_METRICS = "metrics/metrics"
+
+
+def _json_file(path: WorkPath) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise CheckpointError(f"{path.name} does not read as JSON ({type(err).__name__})") \
+            from None
+
+
+def vet_step(step_dir: WorkPath, ranked: bool = False) -> str | None:
+    """Why the finished checkpoint ``step_dir`` cannot be trusted, or ``None``.
+
+    With a manifest, every file must match it (:func:`check_manifest`). Without one (a run
+    killed between a save and its manifest), the JSON files Orbax parses on opening must
+    parse, and in ``best/`` (``ranked``) the ranking metric must be a finite accuracy equal to
+    the one recorded with the state in ``meta``, so a damaged metric never reorders the
+    best-k set.
+    """
+    try:
+        if check_manifest(step_dir):
+            return None
+        for name in ORBAX_JSON:
+            if (step_dir / name).is_file():
+                _json_file(step_dir / name)
+        if ranked:
+            metrics = _json_file(step_dir / RANKING_METRICS)
+            meta = _json_file(step_dir / "meta" / "metadata")
+            accuracy = metrics.get("accuracy") if isinstance(metrics, dict) else None
+            recorded = meta.get("accuracy") if isinstance(meta, dict) else None
+            if not isinstance(accuracy, (int, float)) or not math.isfinite(accuracy) \
+                    or recorded != accuracy:
+                return (f"its ranking metric {str(accuracy)[:40]} is not the accuracy "
+                        f"recorded with the state ({recorded})")
+    except CheckpointError as err:
+        return str(err)
+    except OSError as err:
+        return f"unreadable: {err.strerror or err}"
+    return None
+
+
+def quarantine(directory: WorkPath, steps: dict[int, str], prefix: str = "") -> None:
+    """Move the unusable ``steps`` of a checkpoint ``directory`` to ``corrupt/`` beside it
+    (kept for inspection), one warning each (the caller runs this on process 0 alone).
+
+    Raises:
+      CheckpointError: a move failed (the message says what to move by hand).
+    """
+    target = directory.parent / "corrupt"
+    for step, reason in sorted(steps.items()):
+        src = directory / str(step)
+        dst = target / f"{prefix}{step}-{time.strftime('%Y%m%d-%H%M%S')}"
+        try:
+            target.mkdir(exist_ok=True)
+            src.rename(dst)
+        except OSError as err:
+            raise CheckpointError(
+                f"could not move the unusable checkpoint {src} to {target} "
+                f"({err.strerror or err}); move or delete it, then rerun") from None
+        log.warning("moved unusable checkpoint %s to %s (%s)", src, dst, reason)
+
+
+def _vet_directory(directory: WorkPath, ranked: bool) -> dict[int, str]:
+    """The finished step folders of ``directory`` that fail :func:`vet_step`, with why."""
+    if not directory.is_dir():
+        return {}
+    bad = {}
+    for p in directory.iterdir():
+        if p.name.isdigit() and p.is_dir():
+            reason = vet_step(p, ranked)
+            if reason is not None:
+                bad[int(p.name)] = reason
+    return bad
+
+
 def _manager(directory: WorkPath, keep: int, best: bool, use_async: bool
              ) -> ocp.CheckpointManager:
     options = ocp.CheckpointManagerOptions(
@@ -208,6 +288,16 @@ class Checkpointer:
     def __init__(self, workdir: str | os.PathLike, max_to_keep: int = 2, keep_best: int = 1,
                  use_async: bool = True):
         workdir = workdir_path(workdir)
+
+        def vet() -> None:  # before Orbax opens (and ranks) anything; process 0 moves
+            if jax.process_index() == 0:
+                quarantine(workdir / "checkpoints", _vet_directory(workdir / "checkpoints",
+                                                                   False))
+                if keep_best:
+                    quarantine(workdir / "best", _vet_directory(workdir / "best", True),
+                               "best-")
+
+        distributed.agree("checkpoints-vetted", vet)
         self.latest = _manager(workdir / "checkpoints", max_to_keep, False, use_async)
         self.best = _manager(workdir / "best", keep_best, True, use_async) if keep_best else None
         self.use_async = use_async
@@ -281,20 +371,9 @@ class Checkpointer:
         bad = [s for s in self.latest.all_steps() if s > good]
 
         def move() -> None:  # process 0 alone; a failure stops every process with its line
-            if not bad or jax.process_index() != 0:
-                return
-            quarantine = workdir_path(self.latest.directory).parent / "corrupt"
-            for step in bad:
-                src = workdir_path(self.latest.directory) / str(step)
-                dst = quarantine / f"{step}-{time.strftime('%Y%m%d-%H%M%S')}"
-                try:
-                    quarantine.mkdir(exist_ok=True)
-                    src.rename(dst)
-                except OSError as err:
-                    raise CheckpointError(
-                        f"could not move the unusable checkpoint {src} to {quarantine} "
-                        f"({err.strerror or err}); move or delete it, then rerun") from None
-                log.warning("moved unusable checkpoint %s to %s", src, dst)
+            if bad and jax.process_index() == 0:
+                quarantine(workdir_path(self.latest.directory),
+                           {step: "unreadable or corrupt" for step in bad})
 
         distributed.agree("quarantined", move)
         if bad:
@@ -355,12 +434,32 @@ def restore_newest_intact(manager: ocp.CheckpointManager, abstract_state: Any = 
     return None
 
 
+class _StepReader:
+    """Reads the step folders of a checkpoint directory one by one, read-only, with the
+    manager's interface that :func:`restore_newest_intact` uses. Unlike an Orbax manager it
+    parses nothing when opened, so a damaged step (vetted away first) cannot break it."""
+
+    def __init__(self, directory: WorkPath, steps: list[int]):
+        self.directory = directory
+        self._steps = steps
+        self._reader = ocp.Checkpointer(ocp.CompositeCheckpointHandler())
+
+    def all_steps(self) -> list[int]:
+        return list(self._steps)
+
+    def restore(self, step: int, args: Any) -> Any:
+        return self._reader.restore(_absolute(self.directory / str(step)), args=args)
+
+
 def load_variables(workdir: str | os.PathLike, which: str | int = "latest"
                    ) -> tuple[dict, dict]:
     """Flax variables (``params``, ``batch_stats``) and meta of a run's checkpoint.
 
+    Every step folder is vetted first (:func:`vet_step`); a damaged one is named in a warning
+    and skipped (nothing is moved: this reader writes nothing), the newest intact one is read.
+
     Args:
-      workdir: the run directory.
+      workdir: the run directory (a path or a ``file://``/``gs://`` URL).
       which: ``"latest"``, ``"best"`` or a step number (searched in ``checkpoints/``).
 
     Raises:
@@ -371,23 +470,22 @@ def load_variables(workdir: str | os.PathLike, which: str | int = "latest"
     directory = workdir / sub
     if not directory.is_dir():
         raise CheckpointError(f"no {sub}/ directory in {workdir}: is this a training workdir?")
-    absl_log = logging.getLogger("absl")
-    level = absl_log.level
-    absl_log.setLevel(logging.ERROR)  # orbax warns that a read-only manager is read-only
-    try:
-        manager = ocp.CheckpointManager(_absolute(directory), options=ocp.CheckpointManagerOptions(
-            read_only=True, create=False))
-    finally:
-        absl_log.setLevel(level)
+    finished = sorted((int(p.name) for p in directory.iterdir()
+                       if p.name.isdigit() and p.is_dir()), reverse=True)
     if isinstance(which, int):
-        if which not in manager.all_steps():
+        if which not in finished:
             raise CheckpointError(f"no checkpoint at step {which} in {directory}; available: "
-                                  f"{sorted(manager.all_steps())}")
-        steps = [which]
-    else:
-        steps = None
-    found = restore_newest_intact(manager, None, steps)
-    manager.close()
+                                  f"{sorted(finished)}")
+        finished = [which]
+    steps = []
+    for step in finished:
+        reason = vet_step(directory / str(step), ranked=sub == "best")
+        if reason is None:
+            steps.append(step)
+        else:
+            log.warning("checkpoint step %d in %s is damaged (%s); skipped", step, directory,
+                        reason)
+    found = restore_newest_intact(_StepReader(directory, steps), None, steps)
     if found is None:
         raise CheckpointError(f"no intact checkpoint in {directory}")
     state, meta = found
