@@ -122,3 +122,12 @@ def test_gc_profiles_match_reference_fits(delphi_dir):
 def test_calibrate_check_mode(delphi_dir, capsys):
     assert calibrate.main(["--delphi-dir", str(delphi_dir), "--check"]) == 0
     assert "up to date" in capsys.readouterr().out
+
+
+def test_the_check_tolerates_the_last_digits_of_another_blas_not_a_changed_fit():
+    a = {"he": {"layers": 0.009715906311537164, "n": 3, "name": "x"}, "l": [1.0, 2.0]}
+    b = {"he": {"layers": 0.009715906311537162, "n": 3, "name": "x"}, "l": [1.0, 2.0]}
+    assert calibrate.same_fit(a, b)
+    assert not calibrate.same_fit(a, {**b, "he": {**b["he"], "layers": 0.0097159063}})
+    assert not calibrate.same_fit(a, {**b, "he": {**b["he"], "name": "y"}})
+    assert not calibrate.same_fit(a, {**b, "l": [1.0]})
