@@ -46,18 +46,22 @@ MAX_EPOCHS = 1_000_000
 MAX_BATCH = 2**20
 MAX_DEVICES = 65_536
 MAX_KEPT = 1_000  # checkpoints kept (periodic or best): each is a full copy of the state
+#: DKD's loss weights (alpha, beta; the paper sweeps beta in 0.8..6, the DKD authors use 8)
+MAX_DKD_WEIGHT = 1_000.0
 
 
 # -- rules ----------------------------------------------------------------------------------
-def _range(value: float, low: float | None, high: float | None, note: str) -> str | None:
-    if (low is None or value >= low) and (high is None or value <= high):
+def _range(value: float, low: float | None, high: float | None, note: str,
+           low_open: bool = False, high_open: bool = False) -> str | None:
+    if (low is None or (value > low if low_open else value >= low)) \
+            and (high is None or (value < high if high_open else value <= high)):
         return None
     if low is not None and high is not None:
-        text = f"must be in [{low}, {high}]"
+        text = f"must be in {'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
     elif low is not None:
-        text = f"must be >= {low}"
+        text = f"must be {'>' if low_open else '>='} {low}"
     else:
-        text = f"must be <= {high}"
+        text = f"must be {'<' if high_open else '<='} {high}"
     return text + (f" ({note})" if note else "")
 
 
@@ -98,7 +102,7 @@ class Float:
             return f"must be > {self.low}" + note
         if self.high_open and self.high is not None and value >= self.high:
             return f"must be < {self.high}" + note
-        return _range(value, self.low, self.high, self.note)
+        return _range(value, self.low, self.high, self.note, self.low_open, self.high_open)
 
     def convert(self, value: Any) -> float:
         return float(value)
@@ -186,8 +190,9 @@ def parse_dkd_betas(value: object) -> tuple[float, ...]:
         except (TypeError, ValueError):
             raise ConfigError(f"DKD beta {token!r} is not a number (e.g. --dkd-betas 0.8 1 2 "
                               "6)") from None
-        if isinstance(token, bool) or not math.isfinite(beta) or beta <= 0:
-            raise ConfigError(f"DKD beta {token!r} must be a positive number")
+        if isinstance(token, bool) or not math.isfinite(beta) or not 0 < beta <= MAX_DKD_WEIGHT:
+            raise ConfigError(f"DKD beta {token!r} must be a positive number <= "
+                              f"{MAX_DKD_WEIGHT:g}")
         betas.append(beta)
     if not betas:
         raise ConfigError("no DKD beta given (e.g. --dkd-betas 0.8 1 2 6)")
@@ -214,11 +219,11 @@ class DistillConfig:
     teacher_checkpoint: Literal["best", "latest"] = _field("best", Choice(("best", "latest")))
     temperature: float = _field(4.0, Float(0.0, low_open=True))
     kd_weight: float = _field(0.9, Float(0.0, 1.0))  # KD: (1 - w) * CE + w * KD
-    dkd_alpha: float = _field(1.0, Float(0.0))  # DKD target weight
+    dkd_alpha: float = _field(1.0, Float(0.0, MAX_DKD_WEIGHT))  # DKD target weight
     #: DKD non-target weight: one of the paper's sweep 0.8/1/2/6 (DKD authors' own: 8)
-    dkd_beta: float = _field(1.0, Float(0.0, low_open=True))
+    dkd_beta: float = _field(1.0, Float(0.0, MAX_DKD_WEIGHT, low_open=True))
     #: the DKD term ramps in linearly over this many epochs ...
-    dkd_warmup_epochs: float = _field(20.0, Float(0.0))
+    dkd_warmup_epochs: float = _field(20.0, Float(0.0, MAX_EPOCHS))
     #: ... trained on top of the schedule (the paper's "20 additional epochs": 200 + 20);
     #: false: the ramp lies inside the schedule (the other reading)
     dkd_warmup_extra: bool = _field(True, Bool())
@@ -306,7 +311,7 @@ class TrainConfig:
     optimizer: Literal["sgd", "adam"] = _field("sgd", Choice(OPTIMIZERS))
     learning_rate: float = _field(0.1, Float(0.0, low_open=True))
     lr_schedule: Literal["cosine", "constant"] = _field("cosine", Choice(SCHEDULES))
-    warmup_epochs: float = _field(0.0, Float(0.0))
+    warmup_epochs: float = _field(0.0, Float(0.0, MAX_EPOCHS))
     momentum: float = _field(0.9, Float(0.0, 1.0))
     nesterov: bool = _field(False, Bool())
     weight_decay: float = _field(4e-4, Float(0.0))
@@ -447,10 +452,30 @@ def updated(config: TrainConfig | Mapping, changes: Mapping[str, Any]) -> TrainC
 
 def schedule_steps(config: TrainConfig, steps_per_epoch: int) -> int:
     """Training steps of a run: ``total_steps`` or ``num_epochs`` x steps per epoch, plus the
-    DKD warm-up epochs when they are trained on top (``distill.dkd_warmup_extra``)."""
+    DKD warm-up epochs when they are trained on top (``distill.dkd_warmup_extra``).
+
+    Raises:
+      ConfigError: the run, or one of its warm-ups, is longer than :data:`MAX_STEPS` steps
+        (steps are int32), named with the fields that make it so.
+    """
     base = config.total_steps if config.total_steps > 0 \
         else config.num_epochs * steps_per_epoch
-    return int(base) + extra_steps(config, steps_per_epoch)
+    total = int(base) + extra_steps(config, steps_per_epoch)
+    run = f"total_steps={config.total_steps}" if config.total_steps > 0 \
+        else f"num_epochs={config.num_epochs}"
+    if extra_epochs(config):
+        run += f" + distill.dkd_warmup_epochs={config.distill.dkd_warmup_epochs:g}"
+    spans = {run: total, f"warmup_epochs={config.warmup_epochs:g}":
+             config.warmup_epochs * steps_per_epoch}
+    if config.distill.kind == "dkd":
+        spans[f"distill.dkd_warmup_epochs={config.distill.dkd_warmup_epochs:g}"] = \
+            config.distill.dkd_warmup_epochs * steps_per_epoch
+    for what, steps in spans.items():
+        if steps > MAX_STEPS:
+            raise ConfigError(f"{what} at {steps_per_epoch:,} steps per epoch is "
+                              f"{int(steps):,} steps; at most {MAX_STEPS:,} are accepted "
+                              "(steps are int32): fewer epochs or a larger batch_size")
+    return total
 
 
 def extra_steps(config: TrainConfig, steps_per_epoch: int) -> int:

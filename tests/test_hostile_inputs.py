@@ -51,7 +51,7 @@ def _snapshot(directory):
     ("--config.checkpoint_keep=0", "checkpoint_keep=0: must be in [1, 1000]"),
     ("--config.prefetch=-1", "prefetch=-1: must be in [1, 64]"),
     ("--config.label_smoothing=5", "label_smoothing=5.0: must be in [0.0, 1.0]"),
-    ("--config.warmup_epochs=-1", "warmup_epochs=-1.0: must be >= 0.0"),
+    ("--config.warmup_epochs=-1", "warmup_epochs=-1.0: must be in [0.0, 1000000]"),
     ("--config.learning_rate=nan", "learning_rate=nan: must be a finite number"),
     ("--config.learning_rate=inf", "learning_rate=inf: must be a finite number"),
     ("--config.distill.temperature=0", "distill.temperature=0.0: must be > 0.0"),

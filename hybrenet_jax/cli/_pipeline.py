@@ -13,11 +13,15 @@ import pathlib
 import sys
 from typing import Callable, Sequence
 
+from hybrenet_jax.bounded import parse_float
+from hybrenet_jax.cli._types import arg_type
+from hybrenet_jax.cli._paths import local_path, training_workdir
 from hybrenet_jax.cli._table import format_table
 from hybrenet_jax.config import config_from_args
 from hybrenet_jax.dataset_info import DATASETS
 from hybrenet_jax.pipeline.errors import PipelineError
-from hybrenet_jax.schema import DISTILL_KINDS, TrainConfig, parse_dkd_betas, updated
+from hybrenet_jax.schema import (DISTILL_KINDS, MAX_DKD_WEIGHT, TrainConfig, parse_dkd_betas,
+                                  updated)
 
 #: Placeholder workdir shown by ``--dry-run`` when no ``--workdir`` is given.
 DRY_RUN_DIR = pathlib.Path("DIR")
@@ -49,7 +53,9 @@ def add_plan_arguments(p: argparse.ArgumentParser) -> None:
                         "largest budget are not trained")
     p.add_argument("--distill", choices=DISTILL_KINDS, default=None,
                    help="distillation of every variant (default: config pipeline.distill, kd)")
-    p.add_argument("--dkd-betas", nargs="+", type=float, default=None, metavar="BETA",
+    p.add_argument("--dkd-betas", nargs="+", default=None, metavar="BETA",
+                   type=arg_type(parse_float, "beta", low=0.0, low_open=True,
+                                 high=MAX_DKD_WEIGHT, note="a positive DKD weight"),
                    help="with --distill dkd: one run per DKD non-target weight beta, the best "
                         "per variant reported (default: config pipeline.dkd_betas, the "
                         "paper's 0.8 1 2 6; target weight distill.dkd_alpha = 1)")
@@ -89,12 +95,24 @@ def resolve_config(args: argparse.Namespace) -> TrainConfig:
 
 
 def require_workdir(args: argparse.Namespace) -> pathlib.Path | None:
-    """``--workdir`` as a path (required unless ``--dry-run``)."""
+    """``--workdir`` as a local path (required unless ``--dry-run``; see
+    :func:`output_workdir`)."""
     if args.workdir is None:
         if not getattr(args, "dry_run", False):
             raise PipelineError("--workdir DIR is required to train (use --dry-run to only plan)")
         return None
-    return pathlib.Path(args.workdir)
+    return output_workdir(args.workdir, getattr(args, "verb", "pipeline"))
+
+
+#: What a pipeline verb says about a cloud --workdir.
+CLOUD_WORKDIR_HINT = ("its results.jsonl and locks are local; cloud storage is for single "
+                      "training runs: hybrenet train --workdir URL")
+
+
+def output_workdir(text: str, verb: str, option: str = "--workdir") -> pathlib.Path:
+    """The folder a pipeline verb (criticality, deepreshape, deepreduce, snl) writes: a local
+    path or a ``file:///abs/path`` URL (:func:`hybrenet_jax.cli._paths.local_path`)."""
+    return local_path(text, option, verb, "folders", CLOUD_WORKDIR_HINT)
 
 
 def training_chatter_to_stderr() -> contextlib.AbstractContextManager:
@@ -137,7 +155,8 @@ def pipeline_options(args: argparse.Namespace, config: TrainConfig,
         raise PipelineError("--dkd-betas/--dkd-warmup apply to DKD runs: add --distill dkd")
     return runner.PipelineOptions(
         workdir=workdir or DRY_RUN_DIR, distill=distill,
-        teacher_workdir=args.teacher_workdir or "", budgets=parse_budgets(args.budgets),
+        teacher_workdir=training_workdir(args.teacher_workdir, "--teacher-workdir")
+        if args.teacher_workdir else "", budgets=parse_budgets(args.budgets),
         dkd_betas=parse_dkd_betas(betas), dkd_warmup_extra=extra)
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from hybrenet_jax.bounded import MAX_THREADS, parse_int
+from hybrenet_jax.cli._types import arg_type
 from hybrenet_jax.cli._table import format_table
 from hybrenet_jax.cost import estimate
 from hybrenet_jax.cost.gc import DEFAULT_CLIENT_DEVICE, DEFAULT_THREADS, DEVICE_NAMES
@@ -12,15 +14,8 @@ from hybrenet_jax.cost.network import LinearCost, NetworkCost
 from hybrenet_jax.dataset_info import DATASETS
 
 
-def positive_int(text: str) -> int:
-    """argparse type: a positive integer (e.g. a thread count)."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a positive integer")
-    return value
+#: argparse type of ``--threads`` (GC threads on each side; ``pareto`` shares it)
+threads_type = arg_type(parse_int, "threads", low=1, high=MAX_THREADS)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -37,7 +32,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("models", nargs="+", metavar="MODEL", help="model strings")
     p.add_argument("--dataset", default="cifar100", choices=sorted(DATASETS),
                    help="input size and class count (default: cifar100)")
-    p.add_argument("--threads", type=positive_int, default=DEFAULT_THREADS,
+    p.add_argument("--threads", type=threads_type, default=DEFAULT_THREADS,
                    help=f"GC threads on each side (default: {DEFAULT_THREADS})")
     p.add_argument("--client-device", default=DEFAULT_CLIENT_DEVICE, choices=DEVICE_NAMES,
                    help=f"client profile for GC evaluation (default: {DEFAULT_CLIENT_DEVICE}; "

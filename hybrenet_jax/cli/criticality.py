@@ -43,7 +43,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     # JAX and the training loop load only when the verb runs.
-    from hybrenet_jax.cli._pipeline import resolve_config  # noqa: PLC0415
+    from hybrenet_jax.cli._pipeline import (output_workdir, resolve_config,  # noqa: PLC0415
+                                            training_workdir)
     from hybrenet_jax.pipeline.criticality import base_spec, measure_criticality  # noqa: PLC0415
     from hybrenet_jax.train.rundir import Preempted  # noqa: PLC0415
     from hybrenet_jax.pipeline.naming import run_dir_name  # noqa: PLC0415
@@ -56,17 +57,19 @@ def run(args: argparse.Namespace) -> int:
                             "cross-entropy")
     config = resolve_config(args)
     base_spec(args.model, config.dataset)  # bad model strings fail before any training
-    if args.no_teacher:
-        print("hybrenet criticality: warning: --no-teacher: stage-only networks train with "
-              "plain cross-entropy, not KD as in the paper; the order may differ",
-              file=sys.stderr)
-    workdir = pathlib.Path(args.workdir) if args.workdir else \
+    teacher = training_workdir(args.teacher_workdir, "--teacher-workdir") \
+        if args.teacher_workdir else None
+    workdir = output_workdir(args.workdir, "criticality") if args.workdir else \
         pathlib.Path("runs") / "criticality" / run_dir_name(args.model, config.dataset,
                                                             "kd" if args.teacher_workdir
                                                             else "none")
+    if args.no_teacher:  # after every refusal: a refused command prints one line
+        print("hybrenet criticality: warning: --no-teacher: stage-only networks train with "
+              "plain cross-entropy, not KD as in the paper; the order may differ",
+              file=sys.stderr)
     try:
         with training_chatter_to_stderr():
-            result = measure_criticality(config, args.model, workdir, args.teacher_workdir,
+            result = measure_criticality(config, args.model, workdir, teacher,
                                          log=progress_log())
     except Preempted as stop:
         print(f"hybrenet criticality: {stop}", file=sys.stderr)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from hybrenet_jax.bounded import MAX_DEPTH, parse_int
+from hybrenet_jax.cli._types import arg_type
 from hybrenet_jax.cli._pipeline import add_plan_arguments, add_training_arguments
 
 
@@ -30,7 +32,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                        help="measure MODEL's criticality first (DIR/criticality)")
     p.add_argument("--scales", default=None, metavar="S1,S2",
                    help="channel-scaling factors of the thinned networks (default 0.5; 'none')")
-    p.add_argument("--max-culled", type=int, default=None, metavar="C",
+    p.add_argument("--max-culled", type=arg_type(parse_int, "max_culled", low=0, high=MAX_DEPTH),
+                   default=None, metavar="C",
                    help="cull at most C least-critical stages (default: all but one)")
     add_plan_arguments(p)
     p.set_defaults(func=run)

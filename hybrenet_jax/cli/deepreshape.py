@@ -4,17 +4,13 @@ from __future__ import annotations
 
 import argparse
 
+from hybrenet_jax.bounded import MAX_BASE_WIDTH, MAX_COUNT, MAX_DEPTH, parse_int, parse_int_list
+from hybrenet_jax.cli._types import arg_type
 from hybrenet_jax.cli._pipeline import add_plan_arguments, add_training_arguments
 
-
-def _depths(text: str) -> tuple[int, ...]:
-    try:
-        values = tuple(int(v) for v in text.replace(",", "-").split("-"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not like 2-2-2-2") from None
-    if len(values) < 2 or any(v <= 0 for v in values):
-        raise argparse.ArgumentTypeError(f"{text!r}: need >= 2 positive depths, e.g. 2-2-2-2")
-    return values
+#: ``--depths``: two or more stage depths, e.g. 2-2-2-2
+_depths = arg_type(parse_int_list, "depths", low=1, high=MAX_DEPTH, min_items=2,
+                   note="stage depths, e.g. 2-2-2-2")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -49,10 +45,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--criticality-model", default=None, metavar="MODEL",
                    help="network whose criticality --measure-order measures (default: the "
                         "BaseCh network hrn-2x2x2x of --depths and --m)")
-    p.add_argument("--m", type=int, default=16, help="base width of the HRNs (default: 16)")
+    p.add_argument("--m", type=arg_type(parse_int, "m", low=1, high=MAX_BASE_WIDTH), default=16,
+                   help="base width of the HRNs (default: 16)")
     p.add_argument("--networks", choices=("all", "equalized", "alpha2"), default="all",
                    help="optimize the equalized HRNs, the alpha=2 ones, or both (default)")
-    p.add_argument("--top", type=int, default=0, metavar="K",
+    p.add_argument("--top", type=arg_type(parse_int, "top", low=0, high=MAX_COUNT,
+                                          note="0: every network"), default=0, metavar="K",
                    help="only the K lowest-FLOPs networks of each kind (default: all)")
     p.add_argument("--reuse", default=None, metavar="N1,N2",
                    help="ReLU-reuse factors of the Re2 variants (default 4,8,16; 'none')")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from hybrenet_jax.bounded import MAX_BASE_WIDTH, MAX_DEPTH, parse_int, parse_int_list
+from hybrenet_jax.cli._types import arg_type
 from hybrenet_jax.cli._table import format_table, share_text
 from hybrenet_jax.dataset_info import DATASETS
 from hybrenet_jax.design import (capacity_criticality, equalize_depth, equalize_width,
@@ -19,15 +21,8 @@ DEPTH_NOTE = ("note: the paper's Fig. 16 lists depths (1,5,5,3), (1,5,7,2), (1,6
               "See docs/pipeline.md.")
 
 
-def _int_list(text: str) -> tuple[int, ...]:
-    try:
-        values = tuple(int(v) for v in text.replace(",", "-").split("-"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not a list of integers joined by '-', e.g. 2-2-2-2") from None
-    if any(v <= 0 for v in values):
-        raise argparse.ArgumentTypeError(f"{text!r}: values must be positive")
-    return values
+#: ``--depths`` / ``--multipliers``: positive integers joined by '-', e.g. 2-2-2-2
+_int_list = arg_type(parse_int_list, "int_list", low=1, high=MAX_DEPTH, note="e.g. 2-2-2-2")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -50,7 +45,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "Fig. 16 tuples, which violate it: see docs/pipeline.md)")
     p.add_argument("--multipliers", type=_int_list, default=None,
                    help="fixed stage multipliers for --by depth (default: 2 per stage, BaseCh)")
-    p.add_argument("--m", type=int, default=16, help="base width m (default: 16)")
+    p.add_argument("--m", type=arg_type(parse_int, "m", low=1, high=MAX_BASE_WIDTH), default=16,
+                   help="base width m (default: 16)")
     p.add_argument("--dataset", default="cifar100", choices=sorted(DATASETS),
                    help="dataset for the counts (default: cifar100)")
     p.add_argument("--json", action="store_true", help="print one JSON object")

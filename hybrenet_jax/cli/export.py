@@ -7,39 +7,27 @@ import json
 import sys
 from typing import TYPE_CHECKING
 
+from hybrenet_jax.bounded import MAX_STEP, parse_float, parse_int
+from hybrenet_jax.cli._types import arg_type
+from hybrenet_jax.schema import MAX_BATCH
+
 if TYPE_CHECKING:
     from hybrenet_jax.export import CheckpointExport
 
 
-def _int_at_least(text: str, low: int, what: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = low - 1
-    if value < low:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a {what} integer")
-    return value
+#: The most images ``--verify-random`` / ``--verify-real`` compare (an evaluation split has
+#: at most 10,000; 10,000 random 64x64 images are 0.5 GB).
+MAX_VERIFY_IMAGES = 10_000
+#: The largest ``--tolerance`` (absolute logit difference; the default is 1e-4).
+MAX_TOLERANCE = 1_000.0
 
-
-def positive_int(text: str) -> int:
-    """argparse type: an integer >= 1."""
-    return _int_at_least(text, 1, "positive")
-
-
-def non_negative_int(text: str) -> int:
-    """argparse type: an integer >= 0."""
-    return _int_at_least(text, 0, "non-negative")
-
-
-def non_negative_float(text: str) -> float:
-    """argparse type: a finite float >= 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not 0 <= value < float("inf"):
-        raise argparse.ArgumentTypeError(f"{text!r} is not a non-negative number")
-    return value
+#: argparse types of the options (bounded: :mod:`hybrenet_jax.bounded`)
+step_type = arg_type(parse_int, "step", low=0, high=MAX_STEP)
+batch_type = arg_type(parse_int, "batch", low=1, high=MAX_BATCH)
+random_images_type = arg_type(parse_int, "images", low=1, high=MAX_VERIFY_IMAGES)
+real_images_type = arg_type(parse_int, "images", low=0, high=MAX_VERIFY_IMAGES,
+                            note="0: random inputs only")
+tolerance_type = arg_type(parse_float, "tolerance", low=0.0, high=MAX_TOLERANCE)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -57,23 +45,23 @@ def register(sub: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--workdir", required=True, help="training run directory")
     which = p.add_mutually_exclusive_group()
-    which.add_argument("--step", type=non_negative_int, help="checkpoint step (default: latest)")
+    which.add_argument("--step", type=step_type, help="checkpoint step (default: latest)")
     which.add_argument("--best", action="store_true", help="the best-accuracy checkpoint")
     p.add_argument("--format", required=True, choices=("onnx", "bundle"), help="what to write")
     p.add_argument("--out", required=True,
                    help="output file (.onnx), bundle directory, or bundle .zip file")
     p.add_argument("--model", help="model string overriding the one the run recorded")
     p.add_argument("--dataset", help="dataset overriding the one the run recorded")
-    p.add_argument("--batch", type=positive_int, default=1,
+    p.add_argument("--batch", type=batch_type, default=1,
                    help="static batch size of the ONNX input (default: 1)")
     p.add_argument("--verify", action="store_true",
                    help="check the export against the Flax model (exit 1 if it disagrees)")
-    p.add_argument("--verify-random", type=positive_int, default=4, metavar="N",
+    p.add_argument("--verify-random", type=random_images_type, default=4, metavar="N",
                    help="random images for --verify (default: 4)")
-    p.add_argument("--verify-real", type=non_negative_int, default=4, metavar="N",
+    p.add_argument("--verify-real", type=real_images_type, default=4, metavar="N",
                    help="evaluation-split images of the run's dataset for --verify "
                         "(default: 4; 0 = random inputs only)")
-    p.add_argument("--tolerance", type=non_negative_float, default=None,
+    p.add_argument("--tolerance", type=tolerance_type, default=None,
                    help="max abs logit difference accepted by --verify (default: 1e-4)")
     p.set_defaults(func=run)
 
@@ -85,23 +73,27 @@ def run(args: argparse.Namespace) -> int:
     from hybrenet_jax.export import verify  # noqa: PLC0415
     from hybrenet_jax.export.onnx_export import INPUT, OPSET, OUTPUT  # noqa: PLC0415
 
+    from hybrenet_jax.cli._paths import local_path, training_workdir  # noqa: PLC0415
+
     which = "best" if args.best else (args.step if args.step is not None else "latest")
-    source = load_checkpoint(args.workdir, which, args.model, args.dataset)
+    out = str(local_path(args.out, "--out", "export", "files"))
+    workdir = training_workdir(args.workdir, "--workdir")  # a local path or a URL train writes
+    source = load_checkpoint(workdir, which, args.model, args.dataset)
     spec, provenance = source.spec, source.provenance()
     if "recorded_model" in provenance:
         print(f"hybrenet export: note: exporting as {source.model!r}; the run recorded "
               f"{provenance['recorded_model']!r}", file=sys.stderr)
     if args.format == "onnx":
-        model = export_onnx(spec, source.variables, args.out, args.batch,
+        model = export_onnx(spec, source.variables, out, args.batch,
                             {"dataset": source.dataset, "source": json.dumps(provenance)})
         size = spec.input_size
-        _print_exported(source, provenance, args.out)
+        _print_exported(source, provenance, out)
         print(f"  ONNX opset {OPSET}: input {INPUT!r} NCHW float32 "
               f"[{args.batch}, {spec.in_channels}, {size}, {size}] (normalised images), "
               f"output {OUTPUT!r} [{args.batch}, {spec.classes}]; {len(model.graph.node)} nodes")
     else:
-        save_bundle(args.out, spec, source.variables, source.dataset, provenance)
-        _print_exported(source, provenance, args.out)
+        save_bundle(out, spec, source.variables, source.dataset, provenance)
+        _print_exported(source, provenance, out)
         print("  bundle: model.json, variables.safetensors, folded.safetensors")
     print(f"  ReLUs per image: {count(spec).relus:,} (analytic)")
     if not args.verify:
@@ -111,9 +103,9 @@ def run(args: argparse.Namespace) -> int:
         inputs["real"] = verify.real_inputs(source.dataset, args.verify_real)
     tolerance = verify.TOLERANCE if args.tolerance is None else args.tolerance
     if args.format == "onnx":
-        report = verify.verify_onnx(args.out, spec, source.variables, inputs, tolerance)
+        report = verify.verify_onnx(out, spec, source.variables, inputs, tolerance)
     else:
-        report = verify.verify_bundle(args.out, spec, source.variables, inputs, tolerance)
+        report = verify.verify_bundle(out, spec, source.variables, inputs, tolerance)
     print("verify:")
     print("\n".join(report.lines()))
     if report.passed:

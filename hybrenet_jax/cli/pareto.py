@@ -7,7 +7,8 @@ import os
 import pathlib
 import sys
 
-from hybrenet_jax.cli.cost import positive_int
+from hybrenet_jax.cli._paths import local_path
+from hybrenet_jax.cli.cost import threads_type
 from hybrenet_jax.cost.gc import DEFAULT_CLIENT_DEVICE, DEFAULT_THREADS, DEVICE_NAMES
 from hybrenet_jax.report import build_report, default_published_path
 from hybrenet_jax.report.plots import os_reason, shown_path
@@ -32,7 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     src.add_argument("--published", metavar="PATH",
                      help=f"published points CSV (default: {default_published_path()})")
     src.add_argument("--no-published", action="store_true", help="use our results only")
-    p.add_argument("--threads", type=positive_int, default=DEFAULT_THREADS,
+    p.add_argument("--threads", type=threads_type, default=DEFAULT_THREADS,
                    help=f"GC threads for estimated latencies (default: {DEFAULT_THREADS})")
     p.add_argument("--client-device", default=DEFAULT_CLIENT_DEVICE,
                    choices=DEVICE_NAMES,
@@ -92,12 +93,19 @@ def run(args: argparse.Namespace) -> int:
     def warn(message: str) -> None:
         print(f"hybrenet pareto: warning: {message}", file=sys.stderr)
 
+    def local(text: str, option: str) -> str:  # file:///abs/x -> /abs/x; cloud: one line
+        return str(local_path(text, option, "pareto", "files", reads=True)) \
+            if "://" in text else text
+
+    args.results = [local(p, "RESULTS") for p in args.results]
+    if args.published:
+        args.published = local(args.published, "--published")
     for path in args.results:
         check_text_file(path, "results file")
     if args.published and not args.no_published:
         check_text_file(args.published, "published points",
                         "; pass --published PATH or --no-published")
-    out = pathlib.Path(args.out)
+    out = local_path(args.out, "--out", "pareto", "files")
     try:
         existed = out.exists()
     except OSError:  # e.g. a name too long: prepare_out_dir says so in one line

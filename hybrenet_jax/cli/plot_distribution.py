@@ -27,6 +27,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    path = plot_distribution(args.models, args.out, args.dataset, args.order)
+    from hybrenet_jax.cli._paths import local_path  # noqa: PLC0415
+
+    out = local_path(args.out, "--out", "plot-distribution", "files")
+    path = plot_distribution(args.models, out, args.dataset, args.order)
     print(f"wrote {path}")
     return 0

@@ -4,23 +4,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import pathlib
 import sys
 
+from hybrenet_jax.bounded import MAX_RELUS, parse_count
+from hybrenet_jax.cli._types import arg_type
 from hybrenet_jax.cli._pipeline import (add_training_arguments, progress_log,
                                            training_chatter_to_stderr)
 
 
-def _budget(text: str) -> int:
-    token = text.strip().lower()
-    try:
-        value = int(float(token.rstrip("k")) * (1000 if token.endswith("k") else 1))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a ReLU count (e.g. 50000 or 50k)"
-                                         ) from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"{text!r}: the budget must be positive")
-    return value
+#: ``--budget``: ReLUs to keep, a count such as 50000 or 50k (bounded: ``bounded.parse_count``)
+_budget = arg_type(parse_count, "budget", low=1, high=MAX_RELUS, kind="a ReLU count")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -70,6 +63,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     # JAX and the training loop load only when the verb runs.
+    from hybrenet_jax.cli._pipeline import output_workdir, training_workdir  # noqa: PLC0415
     from hybrenet_jax.config import config_from_args  # noqa: PLC0415
     from hybrenet_jax.train.rundir import Preempted  # noqa: PLC0415
     from hybrenet_jax.schema import updated  # noqa: PLC0415
@@ -80,10 +74,14 @@ def run(args: argparse.Namespace) -> int:
              "snl.mask_stem": args.mask_stem or None}  # None: the config's
     config = updated(config_from_args(args),
                      {k: v for k, v in given.items() if v is not None})
+    workdir = output_workdir(args.workdir, "snl")
+    pretrained = training_workdir(args.pretrained_workdir, "--pretrained-workdir") \
+        if args.pretrained_workdir else None
+    teacher = training_workdir(args.teacher_workdir, "--teacher-workdir") \
+        if args.teacher_workdir else None
     try:
         with training_chatter_to_stderr():
-            summary = run_snl(config, args.model, args.budget, pathlib.Path(args.workdir),
-                              args.pretrained_workdir, args.teacher_workdir,
+            summary = run_snl(config, args.model, args.budget, workdir, pretrained, teacher,
                               log=progress_log())
     except Preempted as stop:
         print(f"hybrenet snl: {stop}", file=sys.stderr)
@@ -94,5 +92,5 @@ def run(args: argparse.Namespace) -> int:
     print(f"SNL {summary['model']} ({summary['granularity']} masks): {summary['relus']} ReLUs "
           f"kept of {summary['relus_before']} (budget {summary['budget']}; traced count "
           f"{summary['traced_relus']}); test accuracy {100 * summary['test_accuracy']:.2f}%")
-    print(f"results: {pathlib.Path(args.workdir) / 'results.jsonl'}")
+    print(f"results: {workdir / 'results.jsonl'}")
     return 0

@@ -20,7 +20,10 @@ import os
 import signal
 import sys
 
+from hybrenet_jax.bounded import parse_int
+from hybrenet_jax.cli._types import arg_type
 from hybrenet_jax.cli._pipeline import add_config_arguments
+from hybrenet_jax.schema import MAX_DEVICES
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -32,8 +35,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="join a multi-process run found in the environment (SLURM, TPU pods)")
     p.add_argument("--coordinator_address", default=None, metavar="HOST:PORT",
                    help="process 0's address (manual multi-process)")
-    p.add_argument("--num_processes", type=int, default=None, help="manual multi-process")
-    p.add_argument("--process_id", type=int, default=None, help="manual multi-process")
+    p.add_argument("--num_processes", type=arg_type(parse_int, "processes", low=1,
+                                                    high=MAX_DEVICES),
+                   default=None, help="manual multi-process")
+    p.add_argument("--process_id", type=arg_type(parse_int, "process", low=0,
+                                                 high=MAX_DEVICES - 1),
+                   default=None, help="manual multi-process")
     p.add_argument("--local_device_ids", default=None, metavar="0,1",
                    help="devices of this process (default: all it sees, or its share of the "
                         "node's GPUs under SLURM)")
@@ -53,11 +60,10 @@ def _init_distributed(args: argparse.Namespace) -> None:
 
     ids = None
     if args.local_device_ids is not None:
-        try:
-            ids = [int(i) for i in args.local_device_ids.split(",")]
-        except ValueError:
-            raise distributed.ClusterError(f"--local_device_ids={args.local_device_ids} must "
-                                           "be a comma list of integers") from None
+        ids = [parse_int(i, f"--local_device_ids={args.local_device_ids}: device id", low=0,
+                         high=MAX_DEVICES - 1, note="a comma list of integers",
+                         error=distributed.ClusterError)
+               for i in args.local_device_ids.split(",")]
     cluster = distributed.cluster_args(os.environ, distributed=args.distributed,
                                        coordinator_address=args.coordinator_address,
                                        num_processes=args.num_processes,
@@ -90,10 +96,14 @@ def train(args: argparse.Namespace, prog: str) -> int:
         from hybrenet_jax.config import config_from_args
         from hybrenet_jax.train import train_and_evaluate
         from hybrenet_jax.train.loop import run_directory
+        from hybrenet_jax.train.storage import check_reachable, workdir_path
 
         # typed and checked before the cluster is joined and before anything compiles
         config = config_from_args(args)
-        workdir = run_directory(args.workdir)
+        workdir = check_reachable(run_directory(args.workdir), "--workdir")
+        if config.distill.kind != "none" and config.distill.teacher_workdir:
+            check_reachable(workdir_path(config.distill.teacher_workdir),  # read at the start
+                            "distill.teacher_workdir")
         _init_distributed(args)
         summary = train_and_evaluate(config, workdir)
     except KeyboardInterrupt:

@@ -55,7 +55,9 @@ def load_checkpoint(workdir: str | pathlib.Path, which: str | int = "latest",
     """
     from hybrenet_jax.train.checkpoint import load_variables  # noqa: PLC0415 (imports orbax)
 
-    workdir = pathlib.Path(workdir)
+    from hybrenet_jax.train.storage import workdir_path  # noqa: PLC0415
+
+    workdir = workdir_path(workdir)  # a local path or a URL train writes (file://, gs://, ...)
     variables, meta = load_variables(workdir, which)
     model_string = model or meta.get("model")
     if not model_string:

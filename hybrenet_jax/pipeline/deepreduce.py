@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Sequence
 
+from hybrenet_jax.bounded import MAX_SCALE, parse_float
 from hybrenet_jax.design import parse_order
 from hybrenet_jax.model_string import model_string_with, parse_model_string
 from hybrenet_jax.netspec import stage_names
@@ -47,13 +48,9 @@ def parse_scales(text: str | None) -> tuple[float, ...]:
         return DEFAULT_SCALES
     if text.strip().lower() in ("", "none"):
         return ()
-    try:
-        scales = tuple(float(t) for t in text.split(","))
-    except ValueError:
-        raise PipelineError(f"--scales {text!r}: give factors like 0.5,2 or 'none'") from None
-    if any(s <= 0 for s in scales):
-        raise PipelineError(f"--scales {text!r}: factors must be positive")
-    return scales
+    return tuple(parse_float(t.strip(), "--scales", low=0.0, high=MAX_SCALE, low_open=True,
+                             note="channel-scaling factors like 0.5,2, or 'none'",
+                             error=PipelineError) for t in text.split(","))
 
 
 def _join(stages) -> str | None:

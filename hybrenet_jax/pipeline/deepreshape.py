@@ -17,8 +17,10 @@ from __future__ import annotations
 import dataclasses
 from typing import Sequence
 
+from hybrenet_jax.bounded import parse_int
 from hybrenet_jax.design import (PLAN_REUSE_FACTORS, Candidate, capacity_criticality,
                                  equalize_width, parse_order, relu_optimization_plan)
+from hybrenet_jax.netspec import REUSE_FACTORS
 from hybrenet_jax.pipeline.errors import PipelineError
 from hybrenet_jax.pipeline.planning import (PlannedModel, VariantPlan, apply_budgets, dedupe,
                                             planned_model)
@@ -57,10 +59,14 @@ def parse_reuse_factors(text: str | None) -> tuple[int, ...]:
         return PLAN_REUSE_FACTORS
     if text.strip().lower() in ("", "none"):
         return ()
-    try:
-        return tuple(int(t) for t in text.split(","))
-    except ValueError:
-        raise PipelineError(f"--reuse {text!r}: give factors like 4,8,16 or 'none'") from None
+    factors = tuple(parse_int(t.strip(), "--reuse", low=min(REUSE_FACTORS),
+                              high=max(REUSE_FACTORS), note="ReLU-reuse factors like 4,8,16, "
+                              "or 'none'", error=PipelineError) for t in text.split(","))
+    wrong = [f for f in factors if f not in REUSE_FACTORS]
+    if wrong:
+        raise PipelineError(f"--reuse {text!r}: {wrong[0]} is not a ReLU-reuse factor; "
+                            f"accepted: {', '.join(map(str, REUSE_FACTORS))}, or 'none'")
+    return factors
 
 
 def plan_deepreshape(depths: Sequence[int], order: str | Sequence[int], dataset: str,

@@ -12,6 +12,7 @@ import pathlib
 from typing import Iterable, Sequence
 
 
+from hybrenet_jax.bounded import MAX_RELUS, parse_count
 from hybrenet_jax.counts import Counts, count
 from hybrenet_jax.model_string import spec_from_model_string
 from hybrenet_jax.netspec import stage_names
@@ -80,17 +81,8 @@ def parse_budgets(text: str | None) -> tuple[int, ...]:
     """``"50000,100k"`` -> ``(50000, 100000)`` (``k``/``K`` = thousands)."""
     if not text:
         return ()
-    budgets = []
-    for token in text.split(","):
-        token = token.strip().lower().replace("_", "")
-        scale = 1000 if token.endswith("k") else 1
-        try:
-            value = int(float(token.rstrip("k")) * scale)
-        except ValueError:
-            raise PipelineError(f"--budgets {text!r}: {token!r} is not a ReLU count") from None
-        if value <= 0:
-            raise PipelineError(f"--budgets {text!r}: budgets must be positive ReLU counts")
-        budgets.append(value)
+    budgets = [parse_count(token.strip(), "--budgets", low=1, high=MAX_RELUS,
+                           error=PipelineError, kind="a ReLU count") for token in text.split(",")]
     return tuple(sorted(set(budgets)))
 
 

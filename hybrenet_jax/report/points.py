@@ -26,11 +26,13 @@ import pathlib
 import re
 from typing import Iterable
 
+from hybrenet_jax.bounded import MAX_RELUS, range_text
 from hybrenet_jax.counts import count
 from hybrenet_jax.dataset_info import DATASETS
 from hybrenet_jax.errors import HybrenetError
 from hybrenet_jax.model_string import spec_from_model_string
 from hybrenet_jax.netspec import stage_names
+from hybrenet_jax.schema import MAX_DKD_WEIGHT
 
 OURS = "ours"
 #: ``role`` of the pipeline's per-variant DKD sweep summary lines (derived, not a run).
@@ -41,6 +43,12 @@ PUBLISHED_COLUMNS = ("dataset", "method", "backbone", "config", "relus_k", "flop
 #: A model string built for a published row must reproduce its FLOPs this closely (our Re2
 #: FLOPs convention differs from the paper's ResNet18 Re2 rows by up to ~9%).
 FLOPS_TOLERANCE = 0.10
+#: Upper bounds of a point's numbers: far above any network (a network accepted by the model
+#: strings has ~1.4e11 ReLUs at most), low enough that a typo or an overflow is a bad line
+#: rather than a frontier drawn at 1e308.
+MAX_POINT_RELUS = float(MAX_RELUS)
+MAX_POINT_FLOPS = 1e18
+MAX_LATENCY_SECONDS = 1e9
 
 
 class ReportError(HybrenetError):
@@ -67,11 +75,13 @@ class Point:
     sweep: tuple[tuple[float, float], ...] = ()  # (beta, accuracy %) of every run of a sweep
 
 
-def _number(value, field: str, minimum: float = 0.0, strict: bool = False) -> float:
+def _number(value, field: str, minimum: float = 0.0, strict: bool = False,
+            maximum: float | None = None) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ValueError(f"{field}={value!r} is not a number")
-    if value < minimum or (strict and value == minimum):
-        raise ValueError(f"{field}={value!r} must be {'>' if strict else '>='} {minimum:g}")
+        raise ValueError(f"{field}={value!r} is not a finite number")
+    if value < minimum or (strict and value == minimum) or (maximum is not None
+                                                           and value > maximum):
+        raise ValueError(f"{field}={value!r} must be {range_text(minimum, maximum, strict)}")
     return float(value)
 
 
@@ -111,17 +121,18 @@ def point_from_record(rec: object, origin: str) -> Point:
         raise ValueError("missing 'accuracy' (percent, 0-100) or 'test_accuracy' (fraction, 0-1)")
     latency = rec.get("latency_seconds")
     if latency is not None:
-        latency = _number(latency, "latency_seconds", strict=True)
+        latency = _number(latency, "latency_seconds", strict=True, maximum=MAX_LATENCY_SECONDS)
     distill = rec.get("distill")
     if distill is not None and not isinstance(distill, str):
         raise ValueError(f"distill={distill!r} must be a string such as KD or DKD")
     beta = rec.get("dkd_beta")
     if beta is not None:
-        beta = _number(beta, "dkd_beta", strict=True)
+        beta = _number(beta, "dkd_beta", strict=True, maximum=MAX_DKD_WEIGHT)
     return Point(dataset=dataset, source=OURS, method=OURS, label=model.strip(),
                  model=model.strip(), distill=distill or "-",
-                 relus=_number(rec["relus"], "relus"),
-                 flops=_number(rec["flops"], "flops", strict=True), accuracy=acc,
+                 relus=_number(rec["relus"], "relus", maximum=MAX_POINT_RELUS),
+                 flops=_number(rec["flops"], "flops", strict=True, maximum=MAX_POINT_FLOPS),
+                 accuracy=acc,
                  latency_seconds=latency, latency_source="given" if latency else "",
                  origin=origin, dkd_beta=beta)
 
@@ -295,8 +306,10 @@ def load_published(path: str | pathlib.Path) -> tuple[list[Point], list[str]]:
         try:
             if len(row) != len(header):
                 raise ValueError(f"expected {len(header)} columns, got {len(row)}")
-            relus = _number(float(rec["relus_k"]), "relus_k") * 1e3
-            flops = _number(float(rec["flops_m"]), "flops_m", strict=True) * 1e6
+            relus = _number(float(rec["relus_k"]), "relus_k",
+                            maximum=MAX_POINT_RELUS / 1e3) * 1e3
+            flops = _number(float(rec["flops_m"]), "flops_m", strict=True,
+                            maximum=MAX_POINT_FLOPS / 1e6) * 1e6
             acc = accuracy_percent(float(rec["acc"]), "acc")
         except ValueError as err:
             problems.append(f"{origin}: {err}")
