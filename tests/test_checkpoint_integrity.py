@@ -97,3 +97,23 @@ def test_a_reader_with_nothing_intact_says_so_in_one_line(workdir):
         (workdir / "best" / str(step) / "metrics" / "metrics").write_text("")
     with pytest.raises(CheckpointError, match="no intact checkpoint in .*best"):
         load_variables(workdir, "best")
+
+
+def test_damaged_lines_in_the_middle_of_metrics_are_dropped_and_kept_aside(tmp_path, caplog):
+    from hybrenet_jax.train.metrics import MetricWriter
+
+    lines = [json.dumps({"step": s, "split": "train", "loss": 1.0}) for s in (1, 2, 3, 4)]
+    lines[1] = lines[1][:10] + "\x00garbage"  # damaged in the middle, newline kept
+    (tmp_path / "metrics.jsonl").write_text("\n".join(lines) + "\n" + '{"step": 5, "spl')
+    with caplog.at_level("WARNING"):
+        writer = MetricWriter(tmp_path, tensorboard=False)
+    assert writer.last_step == {"train": 4}
+    kept = [json.loads(ln)["step"] for ln in (tmp_path / "metrics.jsonl").read_text()
+            .splitlines()]
+    assert kept == [1, 3, 4]
+    warnings = [r.message for r in caplog.records if "metrics.jsonl" in r.message]
+    assert len(warnings) == 1 and "line 2" in warnings[0]
+    aside = list((tmp_path / "corrupt").iterdir())
+    assert len(aside) == 1 and "garbage" in aside[0].read_text()
+    writer.write(5, "train", {"loss": 0.5})
+    assert json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[-1])["step"] == 5

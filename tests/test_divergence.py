@@ -156,3 +156,44 @@ def _abstract(setup, config):
         model.init(jax.random.PRNGKey(0), jnp.zeros(input_shape(spec, 1))), opt))
     return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=rep),
                         abstract)
+
+
+SNL_SMALL = "hrn-2x2x2x:m=4,depths=1-1-1-1"
+
+
+def _snl_config(**snl):
+    config = tiny_config(model=SNL_SMALL, total_steps=2)
+    config.snl.update({"epoch_steps": 1, "mask_learning_rate": 0.2, "lasso": 1e-2,
+                       "lasso_patience_epochs": 0, "max_epochs": 6, "finetune_steps": 2,
+                       **snl})
+    return config
+
+
+@pytest.mark.parametrize("snl, share, phase", [
+    ({"search_learning_rate": 1e12, "mask_learning_rate": 1e12}, 0.0, "SNL mask search"),
+    ({"finetune_learning_rate": 1e12}, 0.3, "SNL fine-tuning"),
+])
+def test_a_diverging_snl_phase_stops_and_records_nothing(tmp_path, snl, share, phase):
+    """The issue's case: huge search (or fine-tuning) rates used to exit 0 with "0 ReLUs
+    kept", NaN in summary.json and a 10% point in results.jsonl."""
+    from hybrenet_jax.model_string import spec_from_model_string
+    from hybrenet_jax.snl.errors import SNLError
+    from hybrenet_jax.snl.masks import mask_sites, total_relus
+    from hybrenet_jax.snl.run import run_snl
+
+    budget = max(1, int(share * total_relus(mask_sites(
+        spec_from_model_string(SNL_SMALL, "digits"), "pixel"))))
+    with pytest.raises(SNLError, match=f"{phase} diverged: non-finite loss or metrics"):
+        run_snl(_snl_config(**snl), SNL_SMALL, budget, tmp_path, log=lambda m: None)
+    assert not (tmp_path / "summary.json").exists()
+    assert not (tmp_path / "results.jsonl").exists()
+    phase_dir = tmp_path / ("search" if "search" in phase else "finetune")
+    for step_dir in (phase_dir / "checkpoints").iterdir():
+        if step_dir.name.isdigit():
+            from hybrenet_jax.train.checkpoint import load_variables
+            variables, _ = load_variables(phase_dir, int(step_dir.name))
+            assert host_tree_is_finite(variables)
+    history = phase_dir / "search.jsonl"
+    if history.exists():
+        for line in history.read_text().splitlines():
+            json.loads(line, parse_constant=lambda c: pytest.fail(f"{c} in search.jsonl"))

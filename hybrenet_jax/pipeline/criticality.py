@@ -14,9 +14,10 @@ results ``criticality.json`` and ``criticality.md``.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import pathlib
+
+import jax
 
 from hybrenet_jax.counts import count
 from hybrenet_jax.design import criticality, criticality_order
@@ -25,7 +26,8 @@ from hybrenet_jax.netspec import NetSpec, stage_name, stage_names
 from hybrenet_jax.pipeline.errors import PipelineError
 from hybrenet_jax.pipeline.jobs import Log, TrainJob, run_job
 from hybrenet_jax.schema import TrainConfig
-from hybrenet_jax.train.rundir import finished_run_model
+from hybrenet_jax.train.rundir import (damaged, finished_run_model, locked_workdir,
+                                       read_json, write_atomically, write_json)
 
 RESULT_JSON = "criticality.json"
 RESULT_MD = "criticality.md"
@@ -132,12 +134,26 @@ def compute_result(model: str, dataset: str, distill: str, teacher_workdir: str,
                              values=tuple(values), order=criticality_order(values))
 
 
-def load_result(workdir: str | pathlib.Path) -> CriticalityResult | None:
-    """The result written by an earlier :func:`measure_criticality`, if any."""
+def load_result(workdir: str | pathlib.Path,
+                set_aside: bool = False) -> CriticalityResult | None:
+    """The result written by an earlier :func:`measure_criticality`, if any; a damaged
+    ``criticality.json`` (empty after a full disk, torn, edited) is one warning and ``None``
+    (measured again: the finished stage runs are not retrained), and with ``set_aside`` (the
+    caller holds the workdir) it is renamed to ``criticality.json.damaged``."""
     path = pathlib.Path(workdir) / RESULT_JSON
-    if not path.is_file():
+    record = read_json(path, "criticality result", set_aside)
+    if record is None:
         return None
-    return CriticalityResult.from_dict(json.loads(path.read_text()))
+    try:
+        result = CriticalityResult.from_dict(record)
+        if len(result.order) != len(result.stage_models) or \
+                sorted(result.order) != list(range(1, len(result.order) + 1)):
+            raise ValueError("its order does not list every stage once")
+    except (KeyError, TypeError, ValueError, IndexError) as err:
+        damaged(path, "criticality result", f"not a criticality result: {err!r}"[:160],
+                set_aside)
+        return None
+    return result
 
 
 def measure_criticality(config: TrainConfig, model: str,
@@ -156,14 +172,17 @@ def measure_criticality(config: TrainConfig, model: str,
     distill = "kd" if teacher_workdir else "none"
     jobs = stage_jobs(model, config.dataset, workdir, distill, str(teacher_workdir or ""),
                       teacher_model)
-    accuracies = []
-    for i, job in enumerate(jobs, start=1):
-        log(f"[criticality {i}/{len(jobs)}] {job.label}")
-        summary = run_job(config, job, log)
-        accuracies.append(100.0 * float(summary["test_accuracy"]))
-    result = compute_result(model, config.dataset, distill, str(teacher_workdir or ""),
-                            [j.model for j in jobs], accuracies)
-    workdir.mkdir(parents=True, exist_ok=True)
-    (workdir / RESULT_JSON).write_text(json.dumps(result.as_dict(), indent=2) + "\n")
-    (workdir / RESULT_MD).write_text(result.markdown())
+    # the whole measurement holds workdir/run.lock (each stage run locks its own stage_Sk/)
+    with locked_workdir(workdir, enabled=jax.process_index() == 0, error=PipelineError):
+        load_result(workdir, set_aside=True)  # a damaged result is kept aside, then rewritten
+        accuracies = []
+        for i, job in enumerate(jobs, start=1):
+            log(f"[criticality {i}/{len(jobs)}] {job.label}")
+            summary = run_job(config, job, log)
+            accuracies.append(100.0 * float(summary["test_accuracy"]))
+        result = compute_result(model, config.dataset, distill, str(teacher_workdir or ""),
+                                [j.model for j in jobs], accuracies)
+        if jax.process_index() == 0:
+            write_json(workdir / RESULT_JSON, result.as_dict())
+            write_atomically(workdir / RESULT_MD, result.markdown())
     return result

@@ -26,9 +26,10 @@ is complete, a ``role: "dkd_best"`` line names its best run.
 from __future__ import annotations
 
 import dataclasses
-import json
 import pathlib
 from typing import Callable, Sequence
+
+import jax
 
 from hybrenet_jax.counts import count
 from hybrenet_jax.model_string import spec_from_model_string
@@ -36,7 +37,8 @@ from hybrenet_jax.pipeline import criticality as crit
 from hybrenet_jax.pipeline.errors import PipelineError
 from hybrenet_jax.pipeline.jobs import (DKD_BEST, Log, TrainJob, job_config, record_key,
                                         run_and_record, teacher_config)
-from hybrenet_jax.train.rundir import RESULTS, ResultsLog, finished_run_model
+from hybrenet_jax.train.rundir import (RESULTS, ResultsLog, finished_run_model,
+                                       locked_workdir, write_atomically, write_json)
 from hybrenet_jax.pipeline.planning import (CRITICALITY_DIR, TEACHER_DIR,
                                             PlannedModel, plan_row, planned_model,
                                             variant_workdir)
@@ -201,7 +203,20 @@ def run_pipeline(config: TrainConfig, options: PipelineOptions, planned,
       planned: a plan (``DeepReshapePlan``/``DeepReducePlan``), or ``None`` to measure the
         criticality of ``criticality_model`` first and plan with ``plan_for_order(order)``.
       command: the verb, recorded in ``DIR/plan.json``.
+
+    The whole verb holds ``DIR/run.lock`` (a second run on ``DIR`` is refused with one line,
+    :class:`~hybrenet_jax.train.workdir_lock.WorkdirBusyError`); the teacher, criticality and
+    variant runs in its subfolders hold their own locks.
     """
+    with locked_workdir(options.workdir, enabled=jax.process_index() == 0,
+                        error=PipelineError):
+        return _run_pipeline(config, options, planned, plan_for_order, criticality_model,
+                             command, log)
+
+
+def _run_pipeline(config: TrainConfig, options: PipelineOptions, planned,
+                  plan_for_order: Callable, criticality_model: str | None, command: str,
+                  log: Log) -> list[dict]:
     teacher = resolve_teacher(config, options, log)
     if planned is None:
         result = measure_order(config, criticality_model, options, teacher, log)
@@ -248,7 +263,7 @@ def dry_run_rows(config: TrainConfig, planned: Sequence[PlannedModel],
 def write_plan(options: PipelineOptions, plan: dict) -> None:
     """Record what this invocation planned (``DIR/plan.json``)."""
     options.workdir.mkdir(parents=True, exist_ok=True)
-    (options.workdir / "plan.json").write_text(json.dumps(plan, indent=2) + "\n")
+    write_json(options.workdir / "plan.json", plan)
 
 
 def write_results_markdown(results: ResultsLog, path: pathlib.Path) -> None:
@@ -262,7 +277,7 @@ def write_results_markdown(results: ResultsLog, path: pathlib.Path) -> None:
                      f"{float(r.get('relus', 0)) / 1e3:,.2f} | "
                      f"{float(r.get('flops', 0)) / 1e6:,.2f} | "
                      f"{float(r.get('accuracy', 0)):.2f} | {distill_text(r)} |")
-    path.write_text("\n".join(lines) + "\n")
+    write_atomically(path, "\n".join(lines) + "\n")
 
 
 def distill_text(rec: dict) -> str:

@@ -17,9 +17,10 @@ from hybrenet_jax.cost.gc import DEFAULT_CLIENT_DEVICE, DEFAULT_THREADS
 from hybrenet_jax.report.frontier import METRICS, pareto_front
 from hybrenet_jax.report.latency import FALLBACK_REFERENCE, fill_latency
 from hybrenet_jax.report.markdown import render
-from hybrenet_jax.report.plots import plot_metric
+from hybrenet_jax.report.plots import os_reason, plot_metric, shown_path
 from hybrenet_jax.report.points import (OURS, Point, ReportError, load_published,
                                         load_results)
+from hybrenet_jax.train.rundir import atomic_file
 
 #: Plot file per metric.
 PLOT_FILES = {"relus": "relu_accuracy.png", "flops": "flops_accuracy.png",
@@ -69,7 +70,7 @@ def write_csv(points: Sequence[Point], path: pathlib.Path) -> None:
               "accuracy", "latency_seconds", "latency_source"]
     flags = {(scope, key): _frontier_ids(points, key, per_method=scope == "method")
              for key in METRICS for scope in ("method", "overall")}
-    with path.open("w", newline="") as f:
+    with _report_file(path) as f:
         writer = csv.writer(f)
         writer.writerow(fields + [f"{scope}_frontier_{key}" for scope, key in flags]
                         + ["origin"])
@@ -80,6 +81,26 @@ def write_csv(points: Sequence[Point], path: pathlib.Path) -> None:
                 row["latency_seconds"] = f"{p.latency_seconds:.4f}"
             writer.writerow([row[k] for k in fields]
                             + [int(id(p) in ids) for ids in flags.values()] + [p.origin])
+
+
+class _report_file:
+    """A text file of the report written atomically (temporary sibling + rename); a failed
+    write is one :class:`ReportError` and leaves the old file as it was."""
+
+    def __init__(self, path: pathlib.Path):
+        self.path = pathlib.Path(path)
+
+    def __enter__(self):
+        self._cm = atomic_file(self.path, "w")
+        return self._cm.__enter__()
+
+    def __exit__(self, *exc) -> bool:
+        try:
+            self._cm.__exit__(*exc)
+        except OSError as err:
+            raise ReportError(f"cannot write {shown_path(self.path)}: "
+                              f"{os_reason(err, self.path)}") from None
+        return False
 
 
 def build_report(results: Sequence[str | pathlib.Path], out_dir: str | pathlib.Path,
@@ -122,7 +143,8 @@ def build_report(results: Sequence[str | pathlib.Path], out_dir: str | pathlib.P
     out = pathlib.Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     files = [out / "pareto.md", out / "pareto.csv"]
-    files[0].write_text(render(points, subjects, notes, inputs))
+    with _report_file(files[0]) as f:
+        f.write(render(points, subjects, notes, inputs))
     write_csv(points, files[1])
     for key, name in PLOT_FILES.items():
         files.append(plot_metric(points, METRICS[key], out / name, subjects))

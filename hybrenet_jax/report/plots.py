@@ -74,9 +74,12 @@ def shown_path(path: str | pathlib.Path, limit: int = 160) -> str:
 
 def save_figure(fig, path: str | pathlib.Path) -> pathlib.Path:
     """``fig.savefig(path)`` at :data:`DPI`; a write that fails is one :class:`ReportError`."""
+    from hybrenet_jax.train.rundir import atomic_file  # noqa: PLC0415
+
     path = pathlib.Path(path)
-    try:
-        fig.savefig(path, dpi=DPI)
+    try:  # rendered to memory, then a temporary sibling renamed over path
+        with atomic_file(path, "wb") as f:
+            fig.savefig(f, dpi=DPI, format=path.suffix.lstrip(".").lower() or "png")
     except OSError as err:
         raise ReportError(f"cannot write {shown_path(path)}: {os_reason(err, path)}") from None
     return path

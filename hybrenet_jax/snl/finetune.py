@@ -18,7 +18,9 @@ from hybrenet_jax.netspec import NetSpec
 from hybrenet_jax.schema import SNLConfig
 from hybrenet_jax.snl.model import as_float32, build_snl_model
 from hybrenet_jax.snl.steps import SNLLoss, make_finetune_step
+from hybrenet_jax.snl.errors import SNLError
 from hybrenet_jax.train.checkpoint import Checkpointer
+from hybrenet_jax.train.divergence import DivergenceWatch, diverged_message
 from hybrenet_jax.train.setup import Setup
 from hybrenet_jax.train.state import create_state, learning_rate_schedule, make_optimizer
 from hybrenet_jax.train.steps import Teacher
@@ -59,8 +61,15 @@ def finetune(setup: Setup, settings: SNLConfig, spec: NetSpec, params: dict,
     step_fn = make_finetune_step(model, optimizer, SNLLoss.of(settings), setup.mesh, teacher,
                                  schedule)
     teacher_vars = teacher.variables if teacher else None
-    for step, state, _ in setup.steps(step_fn, state, total, teacher_vars, masks):
+    watch = DivergenceWatch()
+    for step, state, metrics in setup.steps(step_fn, state, total, teacher_vars, masks):
+        watch.observe(state.step, metrics)
         if step % setup.steps_per_epoch == 0 or step == total:
+            bad = watch.check(state)  # nothing non-finite is saved
+            if bad is not None:
+                raise SNLError(diverged_message(
+                    "SNL fine-tuning", bad, checkpointer.last_intact_step(), str(directory),
+                    "lower snl.finetune_learning_rate"))
             checkpointer.save(step, state, {"step": step, "of": total}, force=True)
     checkpointer.close()
     state = jax.device_get(state)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import pathlib
+import zipfile
 from typing import Mapping
 
 import numpy as np
@@ -22,6 +23,7 @@ from hybrenet_jax.architecture import ReluSite, expand
 from hybrenet_jax.netspec import NetSpec
 from hybrenet_jax.schema import GRANULARITIES
 from hybrenet_jax.snl.errors import SNLError
+from hybrenet_jax.train.rundir import atomic_file, writing
 
 Masks = dict[str, np.ndarray]
 #: Name of the stem's ReLU site (ResNet-family networks; WRN and VGG have none). SNL leaves
@@ -159,15 +161,20 @@ def kept_indices(binary: Mapping[str, np.ndarray]) -> dict[str, tuple[int, ...]]
 def save_masks(path: str | os.PathLike, masks: Mapping[str, np.ndarray]) -> None:
     """Write masks to an ``.npz`` (plain arrays, no pickle), atomically."""
     path = pathlib.Path(path)
-    tmp = path.with_suffix(".tmp.npz")
-    np.savez(tmp, **{k: np.asarray(v, np.float32) for k, v in masks.items()})
-    tmp.replace(path)
+    with writing(path), atomic_file(path, "wb") as f:  # a unique temporary name, then rename
+        np.savez(f, **{k: np.asarray(v, np.float32) for k, v in masks.items()})
 
 
 def load_masks(path: str | os.PathLike, sites: list[MaskSite] | None = None) -> Masks:
     """Read masks written by :func:`save_masks` (shapes checked against ``sites``)."""
-    with np.load(path, allow_pickle=False) as data:
-        masks = {k: data[k] for k in data.files}
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            masks = {k: data[k] for k in data.files}
+    except FileNotFoundError:
+        raise SNLError(f"masks file {path} does not exist") from None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
+        raise SNLError(f"masks file {path} is damaged ({type(err).__name__}: "
+                       f"{str(err)[:100]}); delete it and rerun to binarize again") from None
     if sites is not None:
         for s in sites:
             if s.name not in masks or masks[s.name].shape != s.shape:

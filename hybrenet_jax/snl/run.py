@@ -10,6 +10,7 @@ Workdir layout (every phase resumes or is skipped when finished)::
     DIR/checkpoints/      the final variables: params, batch_stats and relu_masks (orbax)
     DIR/summary.json      relus = kept mask count (= traced count of the sparse masked model)
     DIR/results.jsonl     one line for `hybrenet pareto`
+    DIR/run.lock          held for the whole run: a second `hybrenet snl` on DIR is refused
 """
 
 from __future__ import annotations
@@ -34,9 +35,10 @@ from hybrenet_jax.snl.model import as_float32, build_snl_model, linear_sites
 from hybrenet_jax.snl.search import search_masks
 from hybrenet_jax.snl.sparse import traced_relus
 from hybrenet_jax.train.checkpoint import Checkpointer, load_variables
+from hybrenet_jax.train.divergence import finite_numbers
 from hybrenet_jax.train.loop import train_once
 from hybrenet_jax.train.rundir import (RESULTS, ResultsLog, finished_run_model,
-                                       read_summary, write_summary)
+                                       locked_workdir, read_summary, write_summary)
 from hybrenet_jax.train.setup import Setup, load_teacher
 from hybrenet_jax.variables import validate_variables
 
@@ -88,7 +90,9 @@ def _teacher(config: TrainConfig, setup: Setup, teacher_dir: str):
 
 def _initial_variables(spec, pretrained_dir: str) -> tuple[dict, dict]:
     """Pretrained params and BN statistics (best checkpoint if kept), checked against ``spec``."""
-    which = "best" if (pathlib.Path(pretrained_dir) / "best").is_dir() else "latest"
+    from hybrenet_jax.train.storage import workdir_path  # noqa: PLC0415 (file://, gs:// too)
+
+    which = "best" if (workdir_path(pretrained_dir) / "best").is_dir() else "latest"
     variables, _ = load_variables(pretrained_dir, which)
     variables = validate_variables(spec, variables, f"pretrained run {pretrained_dir}")
     return as_float32(variables["params"]), as_float32(variables.get("batch_stats", {}))
@@ -119,6 +123,18 @@ def run_snl(config: TrainConfig | Mapping, model: str, budget: int,
     total = check_budget(int(budget), sites, model)
     if teacher_workdir:
         finished_run_model(teacher_workdir)
+    # the whole procedure holds workdir/run.lock: a second `hybrenet snl` on it is refused
+    # (the pretrained run in workdir/pretrained locks that folder itself)
+    with locked_workdir(workdir, enabled=jax.process_index() == 0, error=SNLError):
+        return _run_snl(config, model, int(budget), workdir, pretrained_workdir,
+                        teacher_workdir, spec, sites, total, start, log)
+
+
+def _run_snl(config: TrainConfig, model: str, budget: int, workdir: pathlib.Path,
+             pretrained_workdir: str | None, teacher_workdir: str | None, spec, sites,
+             total: int, start: float, log: Log) -> dict:
+    """:func:`run_snl` once its inputs are checked and its workdir is locked."""
+    settings = config.snl
     done = read_summary(workdir)
     if done is not None:
         log(f"SNL finished already in {workdir}")
@@ -149,6 +165,10 @@ def run_snl(config: TrainConfig | Mapping, model: str, budget: int,
     masked = build_snl_model(spec, setup.dtype, settings.granularity, learnable_masks=False,
                              mask_stem=settings.mask_stem)
     metrics = setup.evaluate(setup.eval_step(masked), setup.replicate(variables))
+    if not finite_numbers(metrics):  # nothing non-finite reaches summary.json or results
+        raise SNLError(f"SNL: the fine-tuned network's test metrics are not finite (loss "
+                       f"{metrics['loss']}); nothing was recorded: lower "
+                       "snl.finetune_learning_rate and rerun")
     traced = traced_relus(spec, settings.granularity, binary, settings.mask_stem)
     if traced != kept:
         raise RuntimeError(f"traced ReLUs {traced} != kept mask count {kept} (bug)")

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import pathlib
 from typing import Callable
 
@@ -29,7 +28,10 @@ from hybrenet_jax.snl.masks import (Masks, mask_sites, masks_from_params, relu_c
 from hybrenet_jax.schema import SNLConfig
 from hybrenet_jax.snl.model import build_snl_model
 from hybrenet_jax.snl.steps import SNLLoss, make_search_step, search_optimizer
+from hybrenet_jax.snl.errors import SNLError
 from hybrenet_jax.train.checkpoint import Checkpointer
+from hybrenet_jax.train.divergence import DivergenceWatch, diverged_message
+from hybrenet_jax.train.rundir import JsonLinesLog, check_lock
 from hybrenet_jax.train.setup import Setup
 from hybrenet_jax.train.state import create_state
 from hybrenet_jax.train.steps import Teacher
@@ -77,15 +79,20 @@ def search_masks(setup: Setup, settings: SNLConfig, spec: NetSpec, params: dict,
     teacher_vars = teacher.variables if teacher else None
     steps_per = settings.epoch_steps or setup.steps_per_epoch
     save_every = max(1, setup.steps_per_epoch // steps_per)
-    history = directory / "search.jsonl"
+    history = JsonLinesLog(directory / "search.jsonl", "search history")
+    # epochs at or past the resumed one are searched again: their old lines go (once each)
+    history.retain(lambda rec: _epoch_before(rec, progress["epoch"]),
+                   f"search resumes at epoch {progress['epoch']}")
     saved_step = int(state.step) if meta is not None else -1
 
     def save() -> None:
         nonlocal saved_step
         if int(state.step) != saved_step:
+            check_lock(directory)  # our run.lock still ours: no other run is writing here
             checkpointer.save(int(state.step), state, dict(progress), force=True)
             saved_step = int(state.step)
 
+    watch = DivergenceWatch()
     # one batch stream over every search epoch left (closed, with its threads, on leaving)
     first = int(state.step)
     feed = setup.feed(first, first + (settings.max_epochs - progress["epoch"]) * steps_per)
@@ -94,6 +101,12 @@ def search_masks(setup: Setup, settings: SNLConfig, spec: NetSpec, params: dict,
             lam = jnp.float32(progress["lasso"])
             for _ in range(steps_per):
                 state, metrics = step_fn(state, next(feed), teacher_vars, lam)
+                watch.observe(state.step, metrics)
+            bad = watch.check(state)  # before the masks are counted, logged or saved
+            if bad is not None:
+                raise SNLError(diverged_message(
+                    "SNL mask search", bad, checkpointer.last_intact_step(), str(directory),
+                    "lower snl.search_learning_rate (and snl.mask_learning_rate)"))
             masks = masks_from_params(jax.device_get(state.params), sites)
             count = relu_count(masks, sites, settings.threshold)
             epoch = progress["epoch"]
@@ -103,9 +116,8 @@ def search_masks(setup: Setup, settings: SNLConfig, spec: NetSpec, params: dict,
                 progress["lasso"] *= settings.lasso_growth
             progress.update(epoch=epoch + 1, count=count, reached=count <= budget)
             metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
-            with history.open("a") as f:
-                f.write(json.dumps({"epoch": epoch, "step": int(state.step), "relus": count,
-                                    "lasso": float(lam), **metrics}) + "\n")
+            history.append({"epoch": epoch, "step": int(state.step), "relus": count,
+                            "lasso": float(lam), **metrics})
             if progress["epoch"] % save_every == 0:
                 save()
     save()
@@ -120,6 +132,13 @@ def search_masks(setup: Setup, settings: SNLConfig, spec: NetSpec, params: dict,
                          batch_stats=host.batch_stats, epochs=int(progress["epoch"]),
                          steps=int(host.step), lasso=float(progress["lasso"]),
                          count=int(progress["count"]), reached=bool(progress["reached"]))
+
+
+def _epoch_before(record: dict, epoch: int) -> bool:
+    """Whether a ``search.jsonl`` record is of a search epoch before ``epoch`` (kept on
+    resume); a record without an integer epoch is kept."""
+    value = record.get("epoch")
+    return not isinstance(value, int) or value < epoch
 
 
 __all__ = ["SearchOutcome", "search_masks"]

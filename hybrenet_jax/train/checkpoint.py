@@ -32,6 +32,7 @@ import logging
 import math
 import os
 import pathlib
+import threading
 import time
 from typing import Any
 
@@ -194,7 +195,8 @@ def quarantine(directory: WorkPath, steps: dict[int, str], prefix: str = "") -> 
             raise CheckpointError(
                 f"could not move the unusable checkpoint {src} to {target} "
                 f"({err.strerror or err}); move or delete it, then rerun") from None
-        log.warning("moved unusable checkpoint %s to %s (%s)", src, dst, reason)
+        log.warning("checkpoint step %d in %s is unreadable or corrupt (%s); moved unusable "
+                    "checkpoint to %s", step, directory, reason, dst)
 
 
 def _vet_directory(directory: WorkPath, ranked: bool) -> dict[int, str]:
@@ -266,6 +268,42 @@ def is_disk_full(err: BaseException) -> bool:
     return False
 
 
+class _DiskFullNoise(logging.Filter):
+    """Drops what background savers (Orbax's threads, asyncio tasks of TensorStore writes)
+    log about a full disk: the run reports it once, as its last line (:func:`_write_error`)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if exc is not None and is_disk_full(exc):
+            return False
+        return not any(marker in record.getMessage() for marker in DISK_FULL_MARKERS)
+
+
+#: Loggers of the background savers (Orbax logs through absl).
+BACKGROUND_LOGGERS = ("absl", "asyncio", "orbax")
+_NOISE = _DiskFullNoise()
+
+
+def quiet_disk_full_noise() -> None:
+    """Keep a full disk to one line: background savers' records and thread tracebacks about
+    it are dropped for the rest of the process (idempotent)."""
+    for name in BACKGROUND_LOGGERS:
+        logger = logging.getLogger(name)
+        if _NOISE not in logger.filters:
+            logger.addFilter(_NOISE)
+    previous = threading.excepthook
+    if getattr(previous, "_hybrenet_quiet", False):
+        return
+
+    def hook(args: threading.ExceptHookArgs) -> None:
+        if args.exc_value is not None and is_disk_full(args.exc_value):
+            return
+        previous(args)
+
+    hook._hybrenet_quiet = True  # type: ignore[attr-defined]
+    threading.excepthook = hook
+
+
 def _write_error(err: BaseException, what: str, intact: int | None = None) -> CheckpointError:
     """A clear one-line error for a failed checkpoint write (disk full named as such)."""
     cause: BaseException | None = err
@@ -288,6 +326,7 @@ class Checkpointer:
     def __init__(self, workdir: str | os.PathLike, max_to_keep: int = 2, keep_best: int = 1,
                  use_async: bool = True):
         workdir = workdir_path(workdir)
+        quiet_disk_full_noise()
 
         def vet() -> None:  # before Orbax opens (and ranks) anything; process 0 moves
             if jax.process_index() == 0:
@@ -301,18 +340,22 @@ class Checkpointer:
         self.latest = _manager(workdir / "checkpoints", max_to_keep, False, use_async)
         self.best = _manager(workdir / "best", keep_best, True, use_async) if keep_best else None
         self.use_async = use_async
+        self._in_flight: dict[int, int] = {}  # id(manager) -> step of its unsealed save
 
     def save(self, step: int, state: Any, meta: dict, force: bool = False) -> bool:
         """Save ``state`` at ``step`` (with its digest in ``meta``); returns whether it saved."""
         meta = {**meta, "step": int(step), **_digests(state)}
+        self._seal(self.latest)  # an earlier save that failed is named as itself
         try:
-            self._seal(self.latest)
             if int(step) in self.latest.all_steps():
                 return False  # left by a run killed after this save (see the module notes)
             saved = self.latest.save(step, args=_save_args(state, meta), force=force)
+            self._in_flight[id(self.latest)] = int(step)
             if not self.use_async:
-                _write_manifests(self.latest)
+                self._seal(self.latest)
             return saved
+        except CheckpointError:
+            raise
         except Exception as err:  # noqa: BLE001 - reported as one clear error
             raise _write_error(err, f"checkpoint step {step} to {self.latest.directory}",
                                self.last_intact_step()) from err
@@ -323,14 +366,17 @@ class Checkpointer:
             return
         meta = {**meta, "step": int(step), "accuracy": float(accuracy),
                 **_digests(state)}
+        self._seal(self.best)
         try:
-            self._seal(self.best)
             if int(step) in self.best.all_steps():
                 return  # left by a run killed between this save and the periodic one
             self.best.save(step, args=_save_args(state, meta),
                            metrics={"accuracy": float(accuracy)}, force=True)
+            self._in_flight[id(self.best)] = int(step)
             if not self.use_async:
-                _write_manifests(self.best)
+                self._seal(self.best)
+        except CheckpointError:
+            raise
         except Exception as err:  # noqa: BLE001
             raise _write_error(err, f"best checkpoint step {step} to {self.best.directory}",
                                self.last_intact_step()) from err
@@ -344,10 +390,22 @@ class Checkpointer:
 
     def _seal(self, manager: ocp.CheckpointManager) -> None:
         """Finish the in-flight async save (Orbax would wait for it anyway before the next
-        one) and write the manifests of every finished checkpoint."""
-        if self.use_async:
-            manager.wait_until_finished()
-        _write_manifests(manager)
+        one) and write the manifests of every finished checkpoint.
+
+        Raises:
+          CheckpointError: that save (named by its own step) or a manifest failed.
+        """
+        try:
+            if self.use_async:
+                manager.wait_until_finished()
+            _write_manifests(manager)
+        except Exception as err:  # noqa: BLE001 - reported as one clear error
+            step = self._in_flight.get(id(manager))
+            kind = "best checkpoint" if manager is self.best else "checkpoint"
+            what = (f"{kind} step {step} to {manager.directory}" if step is not None
+                    else f"a {kind} to {manager.directory}")
+            raise _write_error(err, what, self.last_intact_step()) from err
+        self._in_flight.pop(id(manager), None)
 
     def restore_latest(self, abstract_state: Any) -> tuple[Any, dict] | None:
         """Newest intact checkpoint as ``(state, meta)``.
@@ -383,13 +441,8 @@ class Checkpointer:
     def wait(self) -> None:
         """Block until async saves are on disk."""
         for manager in (self.latest, self.best):
-            if manager is None:
-                continue
-            try:
+            if manager is not None:
                 self._seal(manager)
-            except Exception as err:  # noqa: BLE001
-                raise _write_error(err, f"a checkpoint to {manager.directory}",
-                                   self.last_intact_step()) from err
 
     def close(self) -> None:
         self.wait()
@@ -483,8 +536,8 @@ def load_variables(workdir: str | os.PathLike, which: str | int = "latest"
         if reason is None:
             steps.append(step)
         else:
-            log.warning("checkpoint step %d in %s is damaged (%s); skipped", step, directory,
-                        reason)
+            log.warning("checkpoint step %d in %s is unreadable or corrupt (%s); falling back "
+                        "to an older checkpoint", step, directory, reason)
     found = restore_newest_intact(_StepReader(directory, steps), None, steps)
     if found is None:
         raise CheckpointError(f"no intact checkpoint in {directory}")

@@ -32,6 +32,7 @@ import logging
 import os
 import signal
 import time
+import uuid
 from collections.abc import Iterator, Mapping
 from typing import Callable
 
@@ -48,9 +49,10 @@ from hybrenet_jax.train.checkpoint import Checkpointer, CheckpointError
 from hybrenet_jax.train.divergence import DivergenceWatch, diverged_message, finite_numbers
 from hybrenet_jax.train.metrics import MetricWriter
 from hybrenet_jax.train.run_identity import check_identity, record_identity
-from hybrenet_jax.train.rundir import (Preempted, TrainingError, check_writable, make_workdir,
-                                       read_summary, remove_if_untouched, run_directory,
-                                       write_atomically, write_summary, writing)
+from hybrenet_jax.train.rundir import (Preempted, TrainingError, check_lock, check_writable,
+                                       make_workdir, read_summary, remove_if_untouched,
+                                       run_directory, write_atomically, write_summary,
+                                       writing)
 from hybrenet_jax.train.setup import Setup, load_teacher
 from hybrenet_jax.train.state import (create_state, learning_rate_schedule, make_optimizer,
                                       params_digest)
@@ -119,6 +121,76 @@ def apply_batch_rule(config: TrainConfig, data_devices: int) -> TrainConfig:
         return config
     return updated(config, {"batch_size": config.batch_size * data_devices,
                             "learning_rate": config.learning_rate * data_devices})
+
+
+#: Fields each process may set for itself (where it finds its data, how it prepares and
+#: shows it); every other field of the typed config must be the same on every process.
+PER_PROCESS_FIELDS = ("data_dir", "manual_dir", "prefetch", "data_workers", "progress",
+                      "tensorboard")
+#: Written by process 0 of a multi-process run and read by the others: one shared folder.
+PROCESS_TOKEN = ".process0_token"
+
+
+def _flat(tree: Mapping, prefix: str = "") -> dict:
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, Mapping):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def check_processes_agree(config: TrainConfig) -> None:
+    """Every process of a run has the same typed config (but :data:`PER_PROCESS_FIELDS`),
+    checked before any collective: processes that train different things would diverge
+    silently (another learning rate) or abort inside a collective (another model).
+
+    Raises:
+      TrainingError: on every process, the same line naming the fields and each value.
+    """
+    if jax.process_count() == 1:
+        return
+    shared = {k: v for k, v in _flat(as_dict(config)).items() if k not in PER_PROCESS_FIELDS}
+    views = [json.loads(v) for v in distributed.gather_strings(
+        "config", json.dumps(shared, sort_keys=True, default=str))]
+    differ = [k for k in sorted(views[0]) if any(v.get(k) != views[0][k] for v in views)]
+    if differ:
+        named = "; ".join(f"{k}: " + ", ".join(f"{v.get(k)!r}" for v in views)
+                          for k in differ[:4])
+        raise TrainingError(f"the processes of this run have different configs ({named}, "
+                            "by process); start every process with the same config and "
+                            "overrides")
+
+
+def check_shared_workdir(workdir: WorkPath, main_process: bool) -> None:
+    """Every process sees the file process 0 just wrote into the workdir: the classic
+    cluster mistake (node-local paths) is refused at start, not as a hang in the first
+    checkpoint.
+
+    Raises:
+      TrainingError: on every process, the same line naming the process that does not see it.
+    """
+    if jax.process_count() == 1:
+        return
+    token = uuid.uuid4().hex if main_process else ""
+    path = workdir / PROCESS_TOKEN
+    distributed.agree("token-written", lambda: main_process and write_atomically(path, token))
+    expected = distributed.gather_strings("token", token)[0]
+
+    def read() -> None:
+        try:
+            seen = path.read_text()
+        except OSError:
+            seen = None
+        if seen != expected:
+            raise TrainingError(
+                f"workdir {workdir} is not one folder for every process: process "
+                f"{jax.process_index()} does not see the file process 0 just wrote there "
+                "(node-local paths?); give every process the same shared folder (a network "
+                "filesystem or a gs:// URL)")
+
+    distributed.agree("workdir-shared", read)
 
 
 def _acquire(lock: WorkdirLock, path: WorkPath) -> None:
@@ -255,9 +327,11 @@ def train_and_evaluate(config: TrainConfig | Mapping, workdir: str | os.PathLike
     effective: TrainConfig | None = None
     fresh = False  # this run made the workdir: a refusal before it wrote anything removes it
 
+    typed = distributed.agree("config", lambda: build_config(config))
+    check_processes_agree(typed)
+
     def start() -> None:  # what may refuse the run; agreed over the processes
         nonlocal workdir, lock, effective, fresh
-        typed = build_config(config)
         check_run(typed)
         workdir = run_directory(workdir)
         effective = apply_batch_rule(typed, jax.device_count() // typed.mesh_model_axis)
@@ -272,12 +346,13 @@ def train_and_evaluate(config: TrainConfig | Mapping, workdir: str | os.PathLike
     finished = False
     try:
         distributed.agree("start", start)
+        check_shared_workdir(workdir, main_process)
         summary = _train(effective, workdir, wall_start, main_process)
         finished = True
         return summary
     finally:
         if fresh and not finished:  # under our lock: no other run can be starting in it
-            remove_if_untouched(workdir, {LOCK_FILE})
+            remove_if_untouched(workdir, {LOCK_FILE, PROCESS_TOKEN})
         if lock is not None:
             lock.release()
 
@@ -348,6 +423,8 @@ def _train(config: TrainConfig, workdir: WorkPath, wall_start: float,
         bad = watch.check(checked_state)
         if bad is not None:
             raise _diverged(bad, checkpointer)
+        if checked_state is not None:  # about to save: still the workdir's one writer
+            distributed.agree("lock-held", lambda: check_lock(workdir / "checkpoints"))
 
     with _Preemption() as preemption, _flushed_on_error(writer):
         # the signal every process acts on: its own (one process), or agreed (several)

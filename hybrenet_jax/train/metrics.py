@@ -107,35 +107,50 @@ class MetricWriter:
                 log.warning("TensorBoard summaries disabled: %s", err)
 
     def _recover(self) -> None:
-        """Read what earlier runs logged; cut a torn last line (the file then ends with the
-        last complete record)."""
+        """Read what earlier runs logged, line by line: cut a torn last line (the file then
+        ends with the last complete record) and drop damaged lines in the middle (one
+        warning naming them; the file as found is kept in ``corrupt/`` beside it)."""
         if not self.path.exists():
             return
         data = self.path.read_bytes()
-        keep = 0
-        for line in data.splitlines(keepends=True):
-            if not line.endswith(b"\n"):
-                break  # torn: no newline, the writer died mid-line
+        good: list[bytes] = []
+        damaged: list[int] = []
+        torn = 0
+        lines = data.splitlines(keepends=True)
+        for number, line in enumerate(lines, 1):
             try:
+                if not line.endswith(b"\n"):
+                    raise ValueError("no newline")
                 record = json.loads(line)
                 step, split = int(record["step"]), str(record["split"])
             except (ValueError, KeyError, TypeError):
-                if keep + len(line) == len(data):
-                    break  # a damaged last line is a tear as well
-                keep += len(line)  # an old damaged line in the middle is left as it is
+                if number == len(lines):
+                    torn = len(line)  # a damaged last line is a tear (the writer died)
+                else:
+                    damaged.append(number)
                 continue
-            keep += len(line)
+            good.append(line)
             self.last_step[split] = max(self.last_step.get(split, step), step)
-        if keep < len(data):
+        kept = b"".join(good)
+        if torn and not damaged:
             log.warning("metrics.jsonl: dropped a torn last line (%d bytes) left by an "
-                        "interrupted run", len(data) - keep)
+                        "interrupted run", torn)
             if self._local:
                 with open(os.fspath(self.path), "r+b") as f:
-                    f.truncate(keep)
+                    f.truncate(len(kept))
             else:
-                write_text_atomically(self.path, data[:keep].decode("utf-8", "replace"))
+                write_text_atomically(self.path, kept.decode("utf-8", "replace"))
+        elif damaged:
+            copy = self.path.parent / "corrupt" / f"metrics.jsonl-{time.strftime('%Y%m%d-%H%M%S')}"
+            copy.parent.mkdir(exist_ok=True)
+            copy.write_bytes(data)
+            write_text_atomically(self.path, kept.decode("utf-8", "replace"))
+            log.warning("metrics.jsonl: dropped %d damaged line(s) (line %s%s); the file as "
+                        "found is kept in %s", len(damaged) + bool(torn),
+                        ", ".join(map(str, damaged[:5])), ", ..." if len(damaged) > 5 else "",
+                        copy)
         if not self._local:
-            self._text = data[:keep].decode("utf-8", "replace")
+            self._text = kept.decode("utf-8", "replace")
 
     def write(self, step: int, split: str, scalars: Mapping[str, float]) -> None:
         """Record ``scalars`` of ``split`` (``train``, ``eval``) at ``step`` (skipped if that
