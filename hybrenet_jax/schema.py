@@ -298,6 +298,9 @@ class TrainConfig:
     weight decay 4e-4, 200 epochs) and its sections."""
 
     seed: int = _field(0, Int(0, 2**32 - 1))
+    #: the order of the training batches and their augmentation; -1 = ``seed`` (a population
+    #: of several seeds shares one data stream: see :func:`stream_seed`)
+    data_seed: int = _field(-1, Int(-1, 2**32 - 1))
     model: str = _field("resnet18", Text(nonempty=True))
     dataset: str = _field("cifar100", Choice(tuple(DATASETS), fold=True))
     data_dir: str = _field("", Text())
@@ -448,6 +451,12 @@ def updated(config: TrainConfig | Mapping, changes: Mapping[str, Any]) -> TrainC
             raise ConfigError(f"no config field {dotted!r}")
         node[leaf] = value
     return build_config(tree)
+
+
+def stream_seed(config: TrainConfig) -> int:
+    """The seed of the training batches' order and augmentation: ``data_seed``, or ``seed``
+    when it is -1 (the default: one seed for initialisation and data, as ever)."""
+    return config.seed if config.data_seed < 0 else config.data_seed
 
 
 def schedule_steps(config: TrainConfig, steps_per_epoch: int) -> int:

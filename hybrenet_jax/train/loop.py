@@ -27,14 +27,15 @@ of each device of the ``data`` axis, with the learning rate scaled linearly
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import os
 import signal
 import time
 import uuid
-from collections.abc import Iterator, Mapping
-from typing import Callable
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -44,7 +45,8 @@ from hybrenet_jax import distributed
 from hybrenet_jax.counts import count
 from hybrenet_jax.model_string import spec_from_model_string
 from hybrenet_jax.models import build_model, input_shape
-from hybrenet_jax.schema import TrainConfig, as_dict, build_config, schedule_steps, updated
+from hybrenet_jax.schema import (TrainConfig, as_dict, build_config, schedule_steps, stream_seed,
+                                 updated)
 from hybrenet_jax.train.checkpoint import Checkpointer, CheckpointError
 from hybrenet_jax.train.divergence import DivergenceWatch, diverged_message, finite_numbers
 from hybrenet_jax.train.metrics import MetricWriter
@@ -56,7 +58,8 @@ from hybrenet_jax.train.rundir import (Preempted, TrainingError, check_lock, che
 from hybrenet_jax.train.setup import Setup, load_teacher
 from hybrenet_jax.train.state import (create_state, learning_rate_schedule, make_optimizer,
                                       params_digest)
-from hybrenet_jax.train.steps import LossConfig, make_train_step
+from hybrenet_jax.train.steps import (LossConfig, make_population_step, step_body,
+                                      supervised_objective)
 from hybrenet_jax.train.storage import WorkPath
 from hybrenet_jax.train.workdir_lock import LOCK_FILE, WorkdirLock
 
@@ -309,7 +312,8 @@ def train_and_evaluate(config: TrainConfig | Mapping, workdir: str | os.PathLike
     """Train ``config.model`` on ``config.dataset``, resuming from ``workdir`` if possible.
 
     ``config`` is a :class:`~hybrenet_jax.schema.TrainConfig` or a mapping of its fields (a
-    ``ConfigDict``), built and checked here before anything else.
+    ``ConfigDict``), built and checked here before anything else. A population of one
+    (:func:`train_population`).
 
     Returns the summary dict that is also written to ``workdir/summary.json`` (or, when
     stopped by SIGTERM or Ctrl-C, ``{"preempted": True, "step": ..., "signal": ...}`` after
@@ -321,53 +325,152 @@ def train_and_evaluate(config: TrainConfig | Mapping, workdir: str | os.PathLike
         ``RunIdentityError``; nothing in it is changed), a diverged loss, a failed save.
       KeyboardInterrupt: a second Ctrl-C during training (nothing more is saved).
     """
+    result = train_population([(config, workdir)])[0]
+    if isinstance(result, BaseException):
+        raise result
+    return result
+
+
+#: What a member's result is when it could not finish: the one-line error of its divergence.
+MemberResult = dict | TrainingError
+
+
+def train_population(runs: Sequence[tuple[TrainConfig | Mapping, str | os.PathLike]]
+                     ) -> list[MemberResult]:
+    """Train several runs as one population: one jitted step updates every member, the
+    data stream and the teacher's forward pass (when they distil) are shared.
+
+    Each member is an ordinary run of :func:`train_and_evaluate` in its own workdir (same
+    files, same checks, same resume); members must share what the stream and the teacher are
+    made of (:func:`pack_key`). A member that diverges is stopped (its workdir keeps its last
+    finite checkpoint) and reported as its :class:`TrainingError` in the returned list, while
+    the others go on; with one member the error is raised, as ever.
+
+    Returns:
+      One entry per run, in order: its summary (or the preemption record), or the error of
+      its divergence.
+
+    Raises:
+      HybrenetError: a bad config, a refused workdir (any member), members that cannot be
+        packed, a failed save.
+    """
     wall_start = time.time()
     main_process = jax.process_index() == 0
-    lock: WorkdirLock | None = None
-    effective: TrainConfig | None = None
-    fresh = False  # this run made the workdir: a refusal before it wrote anything removes it
+    typed = distributed.agree("config", lambda: [build_config(c) for c, _ in runs])
+    for member_config in typed:
+        check_processes_agree(member_config)
+    check_packable(typed)
+    workdirs: list[WorkPath] = []
+    locks: list[WorkdirLock] = []
+    effective: list[TrainConfig] = []
+    made: list[WorkPath] = []  # workdirs this made: a refusal before they were written removes them
 
-    typed = distributed.agree("config", lambda: build_config(config))
-    check_processes_agree(typed)
-
-    def start() -> None:  # what may refuse the run; agreed over the processes
-        nonlocal workdir, lock, effective, fresh
-        check_run(typed)
-        workdir = run_directory(workdir)
-        effective = apply_batch_rule(typed, jax.device_count() // typed.mesh_model_axis)
-        created = main_process and not workdir.exists()
-        make_workdir(workdir)
-        lock = WorkdirLock(workdir, enabled=main_process)
-        _acquire(lock, workdir)
-        fresh = created  # ours only once we hold its lock (a refused rival removes nothing)
-        check_writable(workdir)
-        check_identity(workdir, effective)
+    def start() -> None:  # what may refuse a run; agreed over the processes
+        for member_config, (_, workdir) in zip(typed, runs):
+            check_run(member_config)
+            path = run_directory(workdir)
+            if path in workdirs:
+                raise TrainingError(f"two members of the population share workdir {path}")
+            run_config = apply_batch_rule(member_config, jax.device_count()
+                                          // member_config.mesh_model_axis)
+            created = main_process and not path.exists()
+            make_workdir(path)
+            lock = WorkdirLock(path, enabled=main_process)
+            _acquire(lock, path)
+            locks.append(lock)
+            workdirs.append(path)
+            if created:  # ours only once we hold its lock (a refused rival removes nothing)
+                made.append(path)
+            check_writable(path)
+            check_identity(path, run_config)
+            effective.append(run_config)
 
     finished = False
     try:
         distributed.agree("start", start)
-        check_shared_workdir(workdir, main_process)
-        summary = _train(effective, workdir, wall_start, main_process)
+        for path in workdirs:
+            check_shared_workdir(path, main_process)
+        results = _train(effective, workdirs, wall_start, main_process)
         finished = True
-        return summary
+        return results
     finally:
-        if fresh and not finished:  # under our lock: no other run can be starting in it
-            remove_if_untouched(workdir, {LOCK_FILE, PROCESS_TOKEN})
-        if lock is not None:
+        if not finished:  # under our locks: no other run can be starting in them
+            for path in made:
+                remove_if_untouched(path, {LOCK_FILE, PROCESS_TOKEN})
+        for lock in locks:
             lock.release()
 
 
-def _train(config: TrainConfig, workdir: WorkPath, wall_start: float,
-           main_process: bool) -> dict:
-    """Setup, resume, loop and summary of :func:`train_and_evaluate` (workdir locked)."""
+#: Fields that make the data stream and the teacher pass every member shares.
+PACKED_FIELDS = ("dataset", "data_dir", "manual_dir", "batch_size", "batch_rule",
+                 "crop_padding", "flip", "augment", "dtype", "mesh_model_axis")
+
+
+def pack_key(config: TrainConfig) -> tuple:
+    """Runs with equal keys can train as one population: the same batches (dataset, batch,
+    augmentation, data order), dtype, length in steps, and teacher (when distilling)."""
+    teacher = ((config.distill.teacher_workdir, config.distill.teacher_model,
+                config.distill.teacher_checkpoint) if config.distill.kind != "none" else None)
+    return (tuple(getattr(config, f) for f in PACKED_FIELDS), stream_seed(config),
+            config.num_epochs, config.total_steps, config.distill.dkd_warmup_extra
+            if config.distill.kind == "dkd" else None, teacher)
+
+
+def check_packable(configs: Sequence[TrainConfig]) -> None:
+    """Refuse members whose batches, length or teacher differ (:func:`pack_key`): one line
+    naming the first field that differs.
+
+    Raises:
+      TrainingError: the members cannot share one data stream and teacher pass.
+    """
+    teachers = {pack_key(c)[-1] for c in configs} - {None}
+    if len(teachers) > 1:
+        raise TrainingError("the members of a population distil from different teachers; "
+                            "pack runs of one teacher together")
+    first = configs[0]
+    for other in configs[1:]:
+        for name in (*PACKED_FIELDS, "num_epochs", "total_steps"):
+            if getattr(other, name) != getattr(first, name):
+                raise TrainingError(f"the members of a population differ in {name} "
+                                    f"({getattr(first, name)!r} vs {getattr(other, name)!r}); "
+                                    "they must share the data stream: pack runs with equal "
+                                    f"{name}")
+        if stream_seed(other) != stream_seed(first):
+            raise TrainingError(f"the members of a population differ in their data order "
+                                f"(data_seed {stream_seed(first)} vs {stream_seed(other)}); set "
+                                "the same data_seed for every member")
+        if pack_key(other) != pack_key(first) and pack_key(other)[-1] is not None \
+                and pack_key(first)[-1] is not None:
+            raise TrainingError("the members of a population differ in their DKD warm-up "
+                                "epochs trained on top; pack runs of equal length")
+
+
+@dataclasses.dataclass
+class _Member:
+    """One run of a population and what the loop keeps for it."""
+
+    config: TrainConfig
+    workdir: WorkPath
+    spec: Any
+    steps: dict
+    model: Any
+    body: Callable
+    checkpointer: Checkpointer
+    eval_step: Callable = None  # type: ignore[assignment]
+    writer: MetricWriter | None = None
+    watch: DivergenceWatch = dataclasses.field(default_factory=DivergenceWatch)
+    best: dict = dataclasses.field(default_factory=lambda: {"accuracy": -1.0, "step": -1})
+    last_eval: dict | None = None
+    failed: TrainingError | None = None
+
+
+def _member(config: TrainConfig, workdir: WorkPath, setup: Setup) -> tuple[_Member, Any]:
+    """A member's model, optimizer and step body, and its restored (or initial) state."""
     spec = spec_from_model_string(config.model, config.dataset)
-    setup = Setup.create(config)
     if setup.train.num_classes != spec.classes:
         raise TrainingError(f"model {config.model!r} has {spec.classes} classes but "
                             f"{config.dataset} has {setup.train.num_classes}")
-    spe = setup.steps_per_epoch
-    steps = resolve_steps(config, spe)
-
+    steps = resolve_steps(config, setup.steps_per_epoch)
     schedule = learning_rate_schedule(config.learning_rate, steps["total"], steps["warmup"],
                                       config.lr_schedule)
     optimizer = make_optimizer(schedule, config.momentum, config.weight_decay,
@@ -387,105 +490,185 @@ def _train(config: TrainConfig, workdir: WorkPath, wall_start: float,
                                   f"{restored_meta.get('model')!r}, not {config.model!r}: use "
                                   "another workdir")
         log.info("resumed from step %d in %s", int(state.step), workdir)
-
-    teacher = load_teacher(config, setup.mesh) if config.distill.kind != "none" else None
     loss = LossConfig(distill=config.distill.kind, label_smoothing=config.label_smoothing,
                       temperature=config.distill.temperature, kd_weight=config.distill.kd_weight,
                       dkd_alpha=config.distill.dkd_alpha, dkd_beta=config.distill.dkd_beta,
                       dkd_warmup_steps=steps["dkd_warmup"])
-    train_step = make_train_step(model, optimizer, schedule, loss, setup.mesh, teacher)
-    eval_step = setup.eval_step(model)
-    teacher_vars = teacher.variables if teacher else None
+    body = step_body(supervised_objective(model, loss), optimizer, schedule)
+    return _Member(config, workdir, spec, steps, model, body, checkpointer), state
 
-    counts = count(spec)
-    meta = {"model": config.model, "dataset": config.dataset}
 
-    def record() -> None:
-        if main_process:
-            with writing(workdir / "run_identity.json"):
-                record_identity(workdir, config)  # once the config builds and restores
-            write_atomically(workdir / "config.json", json.dumps(as_dict(config), indent=2))
+def _train(configs: list[TrainConfig], workdirs: list[WorkPath], wall_start: float,
+           main_process: bool) -> list[MemberResult]:
+    """Setup and resume of :func:`train_population` (workdirs locked); members restored at
+    different steps (a damaged checkpoint set aside in one) train as separate groups."""
+    setup = Setup.create(configs[0])
+    built = [_member(c, w, setup) for c, w in zip(configs, workdirs)]
+    teacher_config = next((c for c in configs if c.distill.kind != "none"), None)
+    teacher = load_teacher(teacher_config, setup.mesh) if teacher_config else None
+    results: dict[int, MemberResult] = {}
+    by_step: dict[int, list[int]] = {}
+    for i, (_, state) in enumerate(built):
+        by_step.setdefault(int(state.step), []).append(i)
+    if len(by_step) > 1:
+        log.warning("the members resume from different steps (%s): they train as %d groups",
+                    ", ".join(str(s) for s in sorted(by_step)), len(by_step))
+    for _, group in sorted(by_step.items()):
+        members = [built[i][0] for i in group]
+        states = tuple(built[i][1] for i in group)
+        for i, result in zip(group, _run(members, states, setup, teacher, wall_start,
+                                         main_process)):
+            results[i] = result
+    return [results[i] for i in range(len(built))]
 
-    distributed.agree("record", record)
-    with writing(workdir / "metrics.jsonl"):
-        writer = MetricWriter(workdir, enabled=main_process, tensorboard=config.tensorboard)
+
+def _run(members: list[_Member], states: tuple, setup: Setup, teacher, wall_start: float,
+         main_process: bool) -> list[MemberResult]:
+    """The loop of one group of members at the same step: shared batches, one jitted step,
+    each member's own logging, evaluation, checkpoints, divergence check and summary."""
+    spe = setup.steps_per_epoch
+    total = members[0].steps["total"]
+    cadence = members[0].steps
     several = jax.process_count() > 1
+    train_step = make_population_step([m.body for m in members], setup.mesh, teacher)
+    teacher_vars = teacher.variables if teacher else None
+    for member in members:
+        member.eval_step = setup.eval_step(member.model)
 
-    step = first_step = int(state.step)
-    best = {"accuracy": -1.0, "step": -1}
+        def record(member=member) -> None:
+            if main_process:
+                with writing(member.workdir / "run_identity.json"):
+                    record_identity(member.workdir, member.config)  # once it builds, restores
+                write_atomically(member.workdir / "config.json",
+                                 json.dumps(as_dict(member.config), indent=2))
+
+        distributed.agree("record", record)
+        with writing(member.workdir / "metrics.jsonl"):
+            member.writer = MetricWriter(member.workdir, enabled=main_process,
+                                         tensorboard=member.config.tensorboard)
+
+    step = first_step = int(states[0].step)
     timer = _ThroughputTimer()
-    last_eval: dict[str, float] | None = None
-    bar = tqdm(total=steps["total"], initial=step, disable=not (main_process and config.progress),
-               desc=config.model, unit="step", dynamic_ncols=True)
-    watch = DivergenceWatch()
+    desc = members[0].config.model if len(members) == 1 else f"population of {len(members)}"
+    bar = tqdm(total=total, initial=step, disable=not (main_process and any(
+        m.config.progress for m in members)), desc=desc, unit="step", dynamic_ncols=True)
 
-    def guard(checked_state=None) -> None:  # every process takes the same decision
-        bad = watch.check(checked_state)
+    def fail(member: _Member, error: TrainingError) -> None:
+        """Stop a diverged member (alone: raise its error at once, as a single run does)."""
+        member.failed = error
+        if len(members) == 1:
+            raise error
+        log.error("%s (%s): %s", member.config.model, member.workdir, error)
+
+    def guard(i: int, checked_state=None) -> bool:
+        """Whether member ``i`` may go on (log, evaluate, save); every process decides alike."""
+        member = members[i]
+        if member.failed is not None:
+            return False
+        bad = member.watch.check(checked_state)
         if bad is not None:
-            raise _diverged(bad, checkpointer)
+            fail(member, _diverged(bad, member.checkpointer))
+            return False
         if checked_state is not None:  # about to save: still the workdir's one writer
-            distributed.agree("lock-held", lambda: check_lock(workdir / "checkpoints"))
+            distributed.agree("lock-held", lambda: check_lock(member.workdir / "checkpoints"))
+        return True
 
-    with _Preemption() as preemption, _flushed_on_error(writer):
+    with _Preemption() as preemption, contextlib.ExitStack() as flushed:
+        for member in members:
+            flushed.enter_context(_flushed_on_error(member.writer))
         # the signal every process acts on: its own (one process), or agreed (several)
         stop = (distributed.any_process("preempt", preemption.signal) if several
                 else preemption.signal)
         # One stream over all remaining steps; closing it stops the data threads.
-        run = setup.steps(train_step, state, first_step if stop else steps["total"],
-                          teacher_vars)
-        with contextlib.closing(run):
-            for step, state, metrics in run:
-                watch.observe(state.step, metrics)
+        feed = setup.feed(step, first_step if stop else total)
+        with contextlib.closing(feed):
+            for batch in feed:
+                states, metrics = train_step(states, batch, teacher_vars)
+                step += 1
+                for member, state, member_metrics in zip(members, states, metrics):
+                    if member.failed is None:
+                        member.watch.observe(state.step, member_metrics)
                 bar.update(1)
                 if not several:
                     stop = preemption.signal
-                elif step % PREEMPTION_SYNC_STEPS == 0 and step < steps["total"]:
+                elif step % PREEMPTION_SYNC_STEPS == 0 and step < total:
                     stop = distributed.any_process("preempt", preemption.signal)
                 if step == first_step + 1:
-                    timer.start(state)  # the first step compiles: time from here on
+                    timer.start(states)  # the first step compiles: time from here on
                 else:
-                    timer.count(config.batch_size)
-                if step % steps["log_every"] == 0 or step == steps["total"]:
-                    guard()
-                    _log_train(writer, bar, jax.device_get(metrics), step, spe)
-                with timer.paused(state):
-                    if step % steps["eval_every"] == 0 or step == steps["total"]:
-                        guard(state)  # nothing non-finite is evaluated, ranked or saved
-                        last_eval = setup.evaluate(eval_step, state.variables)
-                        if not finite_numbers(last_eval):
-                            raise _diverged(step, checkpointer)
-                        with writing(writer.path):
-                            writer.write(step, "eval", last_eval)
-                        if main_process:
-                            bar.write(f"step {step} (epoch {step / spe:.2f}): eval accuracy "
-                                      f"{last_eval['accuracy']:.4f}, top5 "
-                                      f"{last_eval['top5']:.4f}, loss {last_eval['loss']:.4f}")
-                        if last_eval["accuracy"] > best["accuracy"]:
-                            best = {"accuracy": last_eval["accuracy"], "step": step}
-                        checkpointer.save_best(step, state, {**meta, "epoch": step / spe},
-                                               last_eval["accuracy"])
+                    timer.count(members[0].config.batch_size)
+                if step % cadence["log_every"] == 0 or step == total:
+                    for i, member in enumerate(members):
+                        if guard(i):
+                            _log_train(member.writer, bar, jax.device_get(metrics[i]), step,
+                                       spe)
+                with timer.paused(states):
+                    if step % cadence["eval_every"] == 0 or step == total:
+                        for i, (member, state) in enumerate(zip(members, states)):
+                            if guard(i, state):  # nothing non-finite is evaluated or ranked
+                                error = _evaluate(member, state, setup, step, bar, main_process,
+                                                  len(members) > 1)
+                                if error is not None:
+                                    fail(member, error)
                     if not several:  # a signal that came during the eval counts now
                         stop = preemption.signal
-                    if (step % steps["checkpoint_every"] == 0 or step == steps["total"]
-                            or stop):
-                        guard(state)
-                        with writing(writer.path):  # the metrics up to a resumable step
-                            writer.flush()
-                        checkpointer.save(step, state, {**meta, "epoch": step / spe},
-                                          force=True)
-                if step >= steps["total"] or stop:
+                    if step % cadence["checkpoint_every"] == 0 or step == total or stop:
+                        for i, (member, state) in enumerate(zip(members, states)):
+                            if guard(i, state):
+                                with writing(member.writer.path):  # metrics to a resumable step
+                                    member.writer.flush()
+                                member.checkpointer.save(
+                                    step, state, {"model": member.config.model,
+                                                  "dataset": member.config.dataset,
+                                                  "epoch": step / spe}, force=True)
+                if step >= total or stop or all(m.failed for m in members):
                     break
-    timer.stop(state)
+    timer.stop(states)
     bar.close()
-    checkpointer.close()
-    with writing(writer.path):
-        writer.close()
-    if stop and step < steps["total"]:
+    for member in members:
+        member.checkpointer.close()
+        with writing(member.writer.path):
+            member.writer.close()
+    if stop and step < total:
         log.warning("%s: saved step %d; rerun the same command to resume", stop, step)
-        return {"preempted": True, "step": step, "signal": stop}
+        return [m.failed or {"preempted": True, "step": step, "signal": stop} for m in members]
+    return [member.failed or _summarize(member, state, setup, step, timer, wall_start,
+                                        len(members), main_process)
+            for member, state in zip(members, states)]
 
+
+def _evaluate(member: _Member, state, setup: Setup, step: int, bar, main_process: bool,
+              named: bool) -> TrainingError | None:
+    """Evaluate one member, log it and offer its state to its best-k set; its divergence
+    error instead when the evaluation is not finite (nothing is logged or ranked then)."""
+    spe = setup.steps_per_epoch
+    last_eval = setup.evaluate(member.eval_step, state.variables)
+    if not finite_numbers(last_eval):
+        return _diverged(step, member.checkpointer)
+    member.last_eval = last_eval
+    with writing(member.writer.path):
+        member.writer.write(step, "eval", last_eval)
+    if main_process:
+        who = f"{member.workdir}: " if named else ""
+        bar.write(f"{who}step {step} (epoch {step / spe:.2f}): eval accuracy "
+                  f"{last_eval['accuracy']:.4f}, top5 {last_eval['top5']:.4f}, loss "
+                  f"{last_eval['loss']:.4f}")
+    if last_eval["accuracy"] > member.best["accuracy"]:
+        member.best = {"accuracy": last_eval["accuracy"], "step": step}
+    member.checkpointer.save_best(step, state, {"model": member.config.model,
+                                                "dataset": member.config.dataset,
+                                                "epoch": step / spe}, last_eval["accuracy"])
+    return None
+
+
+def _summarize(member: _Member, state, setup: Setup, step: int, timer: _ThroughputTimer,
+               wall_start: float, population: int, main_process: bool) -> dict:
+    """A finished member's ``summary.json`` (written by process 0) and its dict."""
+    config = member.config
+    last_eval = member.last_eval
     if last_eval is None:  # resumed a finished run
-        last_eval = setup.evaluate(eval_step, state.variables)
+        last_eval = setup.evaluate(member.eval_step, state.variables)
+    counts = count(member.spec)
     summary = {
         "model": config.model,
         "dataset": config.dataset,
@@ -493,13 +676,13 @@ def _train(config: TrainConfig, workdir: WorkPath, wall_start: float,
         "test_accuracy": last_eval["accuracy"],
         "test_top5": last_eval["top5"],
         "test_loss": last_eval["loss"],
-        "best_accuracy": max(best["accuracy"], last_eval["accuracy"]),
+        "best_accuracy": max(member.best["accuracy"], last_eval["accuracy"]),
         "relus": counts.relus,
         "flops": counts.flops,
         "macs": counts.macs,
         "params": counts.params,
         "steps": step,
-        "epochs": step / spe,
+        "epochs": step / setup.steps_per_epoch,
         "train_images_per_second": timer.images_per_second(),
         "wall_seconds": time.time() - wall_start,
         "params_digest": params_digest(state),
@@ -508,7 +691,10 @@ def _train(config: TrainConfig, workdir: WorkPath, wall_start: float,
         "backend": jax.default_backend(),
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
     }
-    distributed.agree("summary", lambda: main_process and write_summary(workdir, summary))
+    if population > 1:  # the record says how it was trained
+        summary["population"] = population
+    distributed.agree("summary",
+                      lambda: main_process and write_summary(member.workdir, summary))
     return summary
 
 

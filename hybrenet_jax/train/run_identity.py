@@ -26,7 +26,7 @@ from hybrenet_jax.train.storage import WorkPath, workdir_path, write_text_atomic
 IDENTITY_FILE = "run_identity.json"
 
 #: Fields that change the state's structure or the meaning of its steps.
-IDENTITY_FIELDS = ("model", "dataset", "optimizer", "dtype", "batch_size", "seed",
+IDENTITY_FIELDS = ("model", "dataset", "optimizer", "dtype", "batch_size", "seed", "data_seed",
                    "distill.kind")
 
 

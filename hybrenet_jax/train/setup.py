@@ -30,7 +30,7 @@ from hybrenet_jax.data.pipeline import train_stream
 from hybrenet_jax.data.prefetch import default_workers
 from hybrenet_jax.model_string import spec_from_model_string
 from hybrenet_jax.models import build_model
-from hybrenet_jax.schema import DTYPE_NAMES, TrainConfig
+from hybrenet_jax.schema import DTYPE_NAMES, TrainConfig, stream_seed
 from hybrenet_jax.train.checkpoint import Checkpointer, CheckpointError, load_variables
 from hybrenet_jax.train.rundir import TrainingError
 from hybrenet_jax.train.steps import Teacher, make_eval_step, replicated
@@ -67,7 +67,7 @@ def train_feed(train: data_lib.ArraySplit, config: TrainConfig, mesh,
     them ready. The batches are those of one thread, whatever the worker count.
     """
     local = train_stream(
-        train, config.batch_size, seed=config.seed, start_step=start_step,
+        train, config.batch_size, seed=stream_seed(config), start_step=start_step,
         stop_step=stop_step, process_index=jax.process_index(),
         process_count=jax.process_count(), normalization=normalization,
         crop_padding=config.crop_padding, flip=config.flip, augment=config.augment,

@@ -95,27 +95,24 @@ def supervised_objective(model: nn.Module, loss: LossConfig) -> Objective:
     return objective
 
 
-def make_step(objective: Objective, optimizer: optax.GradientTransformation, mesh: Mesh,
-              teacher: Teacher | None = None, schedule: optax.Schedule | None = None
-              ) -> Callable:
-    """``step(state, batch, teacher_variables=None, extra=None) -> (state, metrics)``: one
-    optimizer step on ``objective``, jitted over ``mesh`` (batch sharded over ``data``, the
-    rest replicated) with the state donated.
+def teacher_logits(teacher: Teacher | None, teacher_variables, images) -> jnp.ndarray | None:
+    """The frozen teacher's logits for ``images`` (eval mode, no gradient); ``None`` without
+    a teacher."""
+    if teacher is None:
+        return None
+    return jax.lax.stop_gradient(teacher.model.apply(teacher_variables, images, train=False))
 
-    The teacher (if any) runs in eval mode without gradients. Metrics: ``loss``,
-    ``accuracy``, ``grad_norm``, ``param_norm``, ``lr`` (with a ``schedule``) and the
-    objective's own. ``step.traces`` counts how often the Python body was traced (it must
-    stay 1).
-    """
 
-    def step(state: TrainState, batch, teacher_variables, extra):
-        wrapper.traces += 1
-        teacher_logits = None
-        if teacher is not None:
-            teacher_logits = jax.lax.stop_gradient(
-                teacher.model.apply(teacher_variables, batch["image"], train=False))
+def step_body(objective: Objective, optimizer: optax.GradientTransformation,
+              schedule: optax.Schedule | None = None) -> Callable:
+    """``body(state, batch, teacher_logits, extra) -> (state, metrics)``: one optimizer step
+    on ``objective``, not jitted (:func:`make_step` jits one; a population jits several
+    around one teacher pass). Metrics: ``loss``, ``accuracy``, ``grad_norm``, ``param_norm``,
+    ``lr`` (with a ``schedule``) and the objective's own."""
+
+    def body(state: TrainState, batch, t_logits, extra):
         grad_fn = jax.value_and_grad(
-            lambda p: objective(p, state.batch_stats, batch, teacher_logits, state.step, extra),
+            lambda p: objective(p, state.batch_stats, batch, t_logits, state.step, extra),
             has_aux=True)
         (total, (logits, batch_stats, own)), grads = grad_fn(state.params)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
@@ -129,12 +126,57 @@ def make_step(objective: Objective, optimizer: optax.GradientTransformation, mes
                          opt_state=opt_state)
         return new, metrics
 
+    return body
+
+
+def make_step(objective: Objective, optimizer: optax.GradientTransformation, mesh: Mesh,
+              teacher: Teacher | None = None, schedule: optax.Schedule | None = None
+              ) -> Callable:
+    """``step(state, batch, teacher_variables=None, extra=None) -> (state, metrics)``: one
+    optimizer step on ``objective`` (:func:`step_body`), jitted over ``mesh`` (batch sharded
+    over ``data``, the rest replicated) with the state donated.
+
+    The teacher (if any) runs in eval mode without gradients. ``step.traces`` counts how
+    often the Python body was traced (it must stay 1).
+    """
+    body = step_body(objective, optimizer, schedule)
+
+    def step(state: TrainState, batch, teacher_variables, extra):
+        wrapper.traces += 1
+        return body(state, batch, teacher_logits(teacher, teacher_variables, batch["image"]),
+                    extra)
+
     rep = replicated(mesh)
     jitted = jax.jit(step, in_shardings=(rep, batch_sharded(mesh), rep, rep),
                      out_shardings=(rep, rep), donate_argnums=(0,))
 
     def wrapper(state, batch, teacher_variables=None, extra=None):
         return jitted(state, batch, teacher_variables, extra)
+
+    wrapper.traces = 0
+    return wrapper
+
+
+def make_population_step(bodies: list[Callable], mesh: Mesh, teacher: Teacher | None = None
+                         ) -> Callable:
+    """``step(states, batch, teacher_variables=None) -> (states, metrics)``: one step of every
+    member of a population in one jitted program (tuples, one entry per member, each state
+    donated). The teacher's forward pass runs once per batch and its logits serve every
+    member; each member's ``body`` (:func:`step_body`) is the computation its single run
+    does, unrolled here one after the other (XLA schedules them together)."""
+
+    def step(states, batch, teacher_variables):
+        wrapper.traces += 1
+        t_logits = teacher_logits(teacher, teacher_variables, batch["image"])
+        out = [body(state, batch, t_logits, None) for body, state in zip(bodies, states)]
+        return tuple(o[0] for o in out), tuple(o[1] for o in out)
+
+    rep = replicated(mesh)
+    jitted = jax.jit(step, in_shardings=(rep, batch_sharded(mesh), rep),
+                     out_shardings=(rep, rep), donate_argnums=(0,))
+
+    def wrapper(states, batch, teacher_variables=None):
+        return jitted(tuple(states), batch, teacher_variables)
 
     wrapper.traces = 0
     return wrapper
