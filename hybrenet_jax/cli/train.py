@@ -25,12 +25,20 @@ from hybrenet_jax.cli._types import arg_type
 from hybrenet_jax.cli._pipeline import add_config_arguments
 from hybrenet_jax.schema import MAX_DEVICES
 
+#: ``--seeds`` at most (members of one population, each with its state in memory).
+MAX_SEEDS = 64
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The training command's options (shared by ``hybrenet train`` and ``launch.train``)."""
     add_config_arguments(p)
     p.add_argument("--workdir", required=True, metavar="DIR",
                    help="run directory: checkpoints, metrics, summary.json")
+    p.add_argument("--seeds", type=arg_type(parse_int, "seeds", low=1, high=MAX_SEEDS),
+                   default=1, metavar="N",
+                   help="train N seeds (seed, seed+1, ...) as one population sharing the data "
+                        "stream (data_seed = the first seed), in DIR/seed_S each; reports the "
+                        "test accuracy as mean ± std (default: 1, one run in DIR)")
     p.add_argument("--distributed", action="store_true",
                    help="join a multi-process run found in the environment (SLURM, TPU pods)")
     p.add_argument("--coordinator_address", default=None, metavar="HOST:PORT",
@@ -105,6 +113,8 @@ def train(args: argparse.Namespace, prog: str) -> int:
             check_reachable(workdir_path(config.distill.teacher_workdir),  # read at the start
                             "distill.teacher_workdir")
         _init_distributed(args)
+        if args.seeds > 1:
+            return _train_seeds(config, workdir, args.seeds)
         summary = train_and_evaluate(config, workdir)
     except KeyboardInterrupt:
         _aborted(prog)
@@ -115,4 +125,52 @@ def train(args: argparse.Namespace, prog: str) -> int:
     print(f"done: test accuracy {summary['test_accuracy']:.4f} after {summary['steps']} steps "
           f"({summary['wall_seconds']:.0f} s); params digest {summary['params_digest'][:16]}; "
           f"summary in {args.workdir}/summary.json")
+    return 0
+
+
+def _train_seeds(config, workdir, seeds: int) -> int:
+    """``--seeds N``: the seeds as one population (:func:`~hybrenet_jax.train.loop.
+    train_population`), each in ``DIR/seed_S``; ``DIR/seeds.json`` holds every member's
+    result and the mean ± std of the test accuracy."""
+    import dataclasses
+    import statistics
+
+    import jax
+
+    from hybrenet_jax.schema import stream_seed
+    from hybrenet_jax.train.loop import train_population
+    from hybrenet_jax.train.rundir import locked_workdir, write_json
+
+    shared = stream_seed(config)
+    members = [dataclasses.replace(config, seed=config.seed + k, data_seed=shared)
+               for k in range(seeds)]
+    dirs = [workdir / f"seed_{m.seed}" for m in members]
+    with locked_workdir(workdir, enabled=jax.process_index() == 0):
+        results = train_population(list(zip(members, dirs)))
+        done = [r for r in results if isinstance(r, dict) and not r.get("preempted")]
+        for member, directory, result in zip(members, dirs, results):
+            if isinstance(result, BaseException):
+                print(f"seed {member.seed}: {result}")
+            elif result.get("preempted"):
+                what = "interrupted" if result.get("signal") == "SIGINT" else "preempted"
+                print(f"seed {member.seed}: {what} at step {result['step']} (saved)")
+            else:
+                print(f"seed {member.seed}: test accuracy {result['test_accuracy']:.4f} after "
+                      f"{result['steps']} steps; params digest "
+                      f"{result['params_digest'][:16]} ({directory})")
+        if len(done) < len(results):
+            if any(isinstance(r, dict) and r.get("preempted") for r in results):
+                print("rerun the same command to resume")
+                return 0
+            return 2
+        accuracies = [r["test_accuracy"] for r in done]
+        mean, std = statistics.mean(accuracies), statistics.stdev(accuracies)
+        if jax.process_index() == 0:
+            write_json(workdir / "seeds.json", {
+                "model": config.model, "dataset": config.dataset, "data_seed": shared,
+                "seeds": [m.seed for m in members], "workdirs": [str(d) for d in dirs],
+                "test_accuracy": accuracies, "test_accuracy_mean": mean,
+                "test_accuracy_std": std, "population": len(members)})
+    print(f"done: test accuracy {mean:.4f} ± {std:.4f} (mean ± std over {seeds} seeds, one "
+          f"data order); summary in {workdir}/seeds.json")
     return 0
