@@ -252,6 +252,29 @@ def export(args, budget: Budget, work: pathlib.Path) -> dict[str, Any]:
             **({} if result["rc"] == 0 else {"error": result["tail"][-800:]})}
 
 
+def population(args, budget: Budget) -> dict[str, Any]:
+    """``bench.population`` in a child: K students with KD packed in one step vs the same K
+    single-run steps one by one (GPU: HRN-2x5x3x variants, K = 1, 4, 8, 16, batch 128,
+    bfloat16; about 2 minutes)."""
+    if budget.left() <= 0:
+        return {"skipped": "budget: no time left"}
+    out = args.out / "population.json"
+    if args.cpu_smoke:
+        cmd = [sys.executable, "-m", "bench.population", "--cpu-smoke", "--out", str(out)]
+    else:
+        peak = (args.peaks or {}).get("bfloat16")
+        cmd = [sys.executable, "-m", "bench.population", "--out", str(out), "--ks", "1", "4",
+               "8", "16", "--batches", "128", "--dtypes", "bfloat16", "--rounds", "6",
+               *(["--peak-tflops", str(peak)] if peak else [])]
+    result = _run(cmd, budget.timeout(240), worker_env(args.device))
+    if result["rc"] != 0:
+        return {"rc": result["rc"], "error": result["tail"][-800:]}
+    try:
+        return {"rc": 0, **json.loads(out.read_text(encoding="utf-8"))}
+    except (OSError, ValueError) as err:
+        return {"rc": 0, "error": f"unreadable report {out}: {err}"}
+
+
 def pipeline(args, budget: Budget) -> list[dict[str, Any]]:
     """The input pipeline alone, per batch size (bench.pipeline in a child)."""
     from bench.pipeline import measure_in_child
@@ -400,6 +423,16 @@ def goals(data: dict[str, Any]) -> list[dict[str, Any]]:
         if r["network"] == "wrn22x8" and r["dtype"] == "bfloat16" and r.get("ours_mfu"):
             out.append({"goal": f"{name}: MFU >= 40%", "value": r["ours_mfu"],
                         "met": r["ours_mfu"] >= 0.40})
+    packed = {r["k"]: r for r in (data.get("population") or {}).get("rows", [])}
+    if 1 in packed and 8 in packed:
+        one = packed[1]["packed"]["member_images_per_second"]
+        eight = packed[8]["packed"]["member_images_per_second"]
+        out.append({"goal": "population: K=8 packed >= 3x the member-images/s of one run",
+                    "value": eight / one, "met": eight >= 3 * one})
+        mfu = packed[8]["packed"].get("mfu")
+        if mfu is not None:
+            out.append({"goal": "population: K=8 packed MFU >= 30%", "value": mfu,
+                        "met": mfu >= 0.30})
     fastest = max((r.get("ours_images_per_second") or 0 for r in rows), default=0)
     for p in data.get("pipeline", []):
         feed = p.get("feed_images_per_second")
@@ -420,7 +453,17 @@ def checks(data: dict[str, Any]) -> dict[str, bool | None]:
     return {"main_job": (data.get("main_job") or {}).get("passed"),
             "resume_bit_identical": (data.get("durability") or {}).get("passed"),
             "export_verify": (data.get("export") or {}).get("passed"),
+            "population_equals_single_runs": _population_check(data.get("population")),
             "our_step_ran": all(steps_ok) if steps_ok else None}
+
+
+def _population_check(part: dict[str, Any] | None) -> bool | None:
+    """Packed members computed the single runs' first-step losses (None: not run)."""
+    if not part or part.get("skipped"):
+        return None
+    rows = part.get("rows") or []
+    return bool(rows) and all(r["max_first_loss_difference"] <= 1e-5 * max(
+        1.0, max(abs(a) for a, _ in r["first_step_losses"])) for r in rows)
 
 
 # -- markdown -------------------------------------------------------------------------------
@@ -520,6 +563,20 @@ def _markdown(data: dict[str, Any]) -> str:
         lines += ["", "## Export", "", "```text", *exp.get("checks", []),
                   *([exp["error"]] if exp.get("error") else []), "```"]
     steps_rows = data.get("steps") or []
+    pop = data.get("population") or {}
+    if pop.get("rows") or pop.get("error") or pop.get("skipped"):
+        lines += ["", "## Population training (K students, KD, one step)", ""]
+        if pop.get("rows"):
+            lines += ["| members | batch | dtype | K | packed member-img/s | sequential "
+                      "member-img/s | speedup | packed MFU | first-step loss diff |",
+                      "|---|---:|---|---:|---:|---:|---:|---:|---:|"]
+            lines += [f"| {r.get('family', '')} | {r['batch']} | {r['dtype']} | {r['k']} | "
+                      f"{_fmt(r['packed']['member_images_per_second'])} | "
+                      f"{_fmt(r['sequential']['member_images_per_second'])} | "
+                      f"{_fmt(r['speedup'], '.2f')} | {_fmt(r['packed'].get('mfu'), '.1%')} | "
+                      f"{_fmt(r['max_first_loss_difference'], '.1e')} |" for r in pop["rows"]]
+        else:
+            lines += [f"not measured: {pop.get('skipped') or pop.get('error', '')[:300]}"]
     if steps_rows:
         lines += ["", "## Training step (one device)", "",
                   "| network | batch | dtype | ours img/s | torch eager | torch.compile | "
@@ -601,7 +658,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--pipeline-images", type=int, default=20_000)
     parser.add_argument("--build-timeout", type=float, default=400)
     parser.add_argument("--skip", nargs="*", default=[],
-                        choices=("main_job", "durability", "export", "pipeline", "steps"))
+                        choices=("main_job", "durability", "export", "population", "pipeline",
+                                 "steps"))
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
     if args.out is None and args.render is None:
@@ -662,6 +720,9 @@ def run(args) -> dict[str, Any]:
         if "export" not in args.skip and job.get("rc") == 0:
             log("export --verify ...")
             report.update(export=export(args, budget, work))
+        if "population" not in args.skip:
+            log("population training ...")
+            report.update(population=population(args, budget))
         if "pipeline" not in args.skip:
             log("input pipeline ...")
             report.update(pipeline=pipeline(args, budget))

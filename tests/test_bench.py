@@ -127,3 +127,25 @@ def test_docs_tables_are_the_committed_raw_report():
     section = docs[docs.index(report.BEGIN):docs.index(report.END) + len(report.END)]
     rendered = report.generated_markdown(json.loads(raw[-1].read_text())).strip()
     assert section.strip() == rendered
+
+
+def test_population_bench_smoke_packs_without_changing_the_losses(tmp_path, capsys):
+    """The CI smoke of bench.population: every cell reported, packed and sequential members
+    compute the same first-step losses (a benchmark of the wrong computation is no
+    benchmark), the report written as JSON."""
+    from bench import population
+
+    out = tmp_path / "population.json"
+    assert population.main(["--cpu-smoke", "--json", "--out", str(out)]) == 0
+    report_ = json.loads(out.read_text())
+    assert json.loads(capsys.readouterr().out) == report_
+    assert [row["k"] for row in report_["rows"]] == [1, 2]
+    for row in report_["rows"]:
+        assert row["max_first_loss_difference"] == 0.0
+        assert len(row["first_step_losses"]) == row["k"] == len(row["members"])
+        for mode in ("packed", "sequential"):
+            assert row[mode]["member_images_per_second"] > 0
+        assert row["speedup"] == pytest.approx(row["packed"]["member_images_per_second"]
+                                               / row["sequential"]["member_images_per_second"])
+    assert population.members_of("hrn", 6)[4] == population.HRN_VARIANTS[0]
+    assert population.member_flops("resnet18") == pytest.approx(6 * 555.47e6, rel=1e-3)

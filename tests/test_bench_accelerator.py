@@ -27,7 +27,10 @@ def test_cpu_smoke_runs_every_part_and_passes(tmp_path):
     data = json.loads((tmp_path / "accelerator.json").read_text())
     assert data["finished"] and data["mode"] == "cpu-smoke"
     assert data["checks"] == {"main_job": True, "resume_bit_identical": True,
-                              "export_verify": True, "our_step_ran": True}
+                              "export_verify": True, "population_equals_single_runs": True,
+                              "our_step_ran": True}
+    assert [r["k"] for r in data["population"]["rows"]] == [1, 2]
+    assert (tmp_path / "population.json").is_file()
     env = data["environment"]
     assert env["jax"]["backend"] == "cpu" and env["packages"]["jax"]
     job = data["main_job"]
@@ -57,7 +60,8 @@ def test_budget_exhausted_still_writes_a_finished_report(tmp_path):
     assert data["finished"]
     assert data["steps"] and all(r["skipped"].startswith("budget") for r in data["steps"])
     assert data["checks"] == {"main_job": None, "resume_bit_identical": None,
-                              "export_verify": None, "our_step_ran": None}
+                              "export_verify": None, "population_equals_single_runs": None,
+                              "our_step_ran": None}
     assert "skipped: budget" in (tmp_path / "accelerator.md").read_text()
 
 
@@ -113,18 +117,30 @@ def test_goals_and_checks_from_a_report():
                       _row("wrn22x8", 128, "bfloat16", 10, eager=100),
                       {"network": "x", "batch": 512, "dtype": "float32", "skipped": "budget"}],
             "pipeline": [{"batch": 512, "feed_images_per_second": 150}],
-            "main_job": {"passed": True}, "export": {"passed": False}}
+            "main_job": {"passed": True}, "export": {"passed": False},
+            "population": {"rows": [
+                {"k": k, "batch": 128, "dtype": "bfloat16", "family": "hrn", "speedup": 1.5,
+                 "packed": {"member_images_per_second": ips, "mfu": mfu},
+                 "sequential": {"member_images_per_second": ips / 1.5},
+                 "first_step_losses": [(2.0, 2.0)] * k, "max_first_loss_difference": 0.0}
+                for k, ips, mfu in ((1, 100.0, 0.05), (8, 350.0, 0.2))]}}
     met = {g["goal"]: g["met"] for g in goals(data)}
     assert met == {"wrn22x8 b512 bfloat16: ours >= 1.0x torch.compile": False,
                    "wrn22x8 b512 bfloat16: ours >= 1.3x PyTorch eager": True,
                    "wrn22x8 b512 bfloat16: MFU >= 40%": True,
+                   "population: K=8 packed >= 3x the member-images/s of one run": True,
+                   "population: K=8 packed MFU >= 30%": False,
                    "input pipeline b512 >= 2x the fastest step": False}
     assert checks(data) == {"main_job": True, "resume_bit_identical": None,
-                            "export_verify": False, "our_step_ran": True}
+                            "export_verify": False, "population_equals_single_runs": True,
+                            "our_step_ran": True}
+    data["population"]["rows"][1]["max_first_loss_difference"] = 0.5
+    assert checks(data)["population_equals_single_runs"] is False
     markdown = render_markdown(data)
     assert "| wrn22x8 | 512 | bfloat16 | 100 | 70 | 110 | 1.43 | 0.91 |" in markdown
     assert "| export_verify | **no** |" in markdown
     assert "skipped: budget" in markdown
+    assert "| hrn | 128 | bfloat16 | 8 | 350 | 233 | 1.50 | 20.0% | 5.0e-01 |" in markdown
 
 
 
