@@ -60,6 +60,9 @@ def fake(monkeypatch):
     def install(**kw):
         trainer = FakeTrainer(**kw)
         monkeypatch.setattr(train_loop, "train_and_evaluate", trainer)
+        # a packed population: its members one after the other, as the trainer sees them
+        monkeypatch.setattr(train_loop, "train_population",
+                            lambda runs: [trainer(c, w) for c, w in runs])
         return trainer
     return install
 
@@ -210,7 +213,17 @@ def test_deepreshape_dry_run_json_lists_the_plan_without_training(capsys, fake):
     assert variants and all({"model", "relus", "flops", "distill"} <= set(r) for r in variants)
     assert all(r["relus"] <= 60000 and r["distill"] == "kd" for r in variants)
     r = next(r for r in variants if r["model"] == "hrn-2x5x3x:cull=S1,thin=S2+S3+S4")
-    assert r["train_flops_estimate"] == 3 * r["flops"] * 390 * 128 * 200 \
+    # the teacher's forward pass is shared by the members of a population (--pack)
+    members = sum(v["population"] == r["population"] for v in variants)
+    assert r["train_flops_estimate"] == pytest.approx(3 * r["flops"] * 390 * 128 * 200
+                                                      + rows[0]["flops"] * 390 * 128 * 200
+                                                      / members)
+    alone = main(["deepreshape", "--depths", "2-2-2-2", "--order", "S3,S2,S4,S1",
+                  "--budgets", "60k", "--dry-run", "--json", "--pack", "1"])
+    assert alone == 0
+    r1 = next(json.loads(line) for line in capsys.readouterr().out.splitlines()
+              if json.loads(line)["model"] == r["model"])
+    assert r1["train_flops_estimate"] == 3 * r["flops"] * 390 * 128 * 200 \
         + rows[0]["flops"] * 390 * 128 * 200
 
 
@@ -289,7 +302,8 @@ def _deepreshape_argv(workdir: pathlib.Path, *extra: str) -> list[str]:
 
 
 def test_deepreshape_resumes_after_interrupt_and_skips_finished(tmp_path, fake, capsys):
-    argv = _deepreshape_argv(tmp_path, "--order", "S3,S2,S4,S1", "--json")
+    # runs one by one (--pack 1): each finished run is recorded before the next starts
+    argv = _deepreshape_argv(tmp_path, "--order", "S3,S2,S4,S1", "--json", "--pack", "1")
     first = fake(fail_on=3)  # teacher, variant 1, then interrupted in variant 2
     with pytest.raises(KeyboardInterrupt):
         main(argv)
@@ -314,6 +328,24 @@ def test_deepreshape_resumes_after_interrupt_and_skips_finished(tmp_path, fake, 
     plan = json.loads((tmp_path / "plan.json").read_text())
     assert plan["order"] == "S3>S2>S4>S1" and len(plan["variants"]) == 4
     assert "| variant |" in (tmp_path / "results.md").read_text()
+
+
+def test_an_interrupted_population_resumes_and_reads_its_finished_members(tmp_path, fake):
+    """Packed (the default): an interrupt inside the population records none of it; the
+    rerun reads the member that had finished (its summary.json) instead of training it, and
+    trains the rest."""
+    argv = _deepreshape_argv(tmp_path, "--order", "S3,S2,S4,S1", "--json")
+    first = fake(fail_on=3)  # teacher, member 1 finished, interrupted in member 2
+    with pytest.raises(KeyboardInterrupt):
+        main(argv)
+    results = tmp_path / "results.jsonl"
+    assert len(results.read_text().splitlines()) == 1  # the teacher
+    second = fake()
+    assert main(argv) == 0
+    trained = [c[0] for c in second.calls]
+    assert first.calls[1][0] not in trained and trained[0] == first.calls[2][0]
+    models = [json.loads(line)["model"] for line in results.read_text().splitlines()]
+    assert len(models) == len(set(models)) == 1 + 4
 
 
 def test_deepreshape_measures_the_order_first(tmp_path, fake, capsys):

@@ -124,3 +124,26 @@ def test_dkd_sweep_trains_each_beta_longer_and_reports_the_best(pipeline_dir, tm
     assert "0 bad line(s) skipped" in capsys.readouterr().out
     text = (out / "pareto.md").read_text()
     assert "### DKD beta sweeps" in text and "best of 0.8/2" in text
+
+
+def test_packed_variants_equal_the_same_runs_one_by_one(pipeline_dir, tmp_path, capsys):
+    """The pipeline packs its variant runs by default (one population here); --pack 1 trains
+    them one by one: the same parameters, accuracies and records."""
+    workdir = tmp_path / "alone"
+    argv = [*DEEPRESHAPE, "--teacher-workdir", str(pipeline_dir / "teacher"), "--pack", "1",
+            "--workdir", str(workdir)]
+    assert main(argv) == 0
+    packed = {r["model"]: r for r in _records(pipeline_dir / "results.jsonl")
+              if r["role"] == "variant"}
+    alone = {r["model"]: r for r in _records(workdir / "results.jsonl")
+             if r["role"] == "variant"}
+    assert packed.keys() == alone.keys() and len(packed) == 2
+    for model, record in packed.items():
+        assert record["accuracy"] == alone[model]["accuracy"]
+        summaries = [json.loads((pathlib.Path(r["workdir"]) / "summary.json").read_text())
+                     for r in (record, alone[model])]
+        assert summaries[0]["params_digest"] == summaries[1]["params_digest"]
+        assert summaries[0]["population"] == 2 and "population" not in summaries[1]
+    capsys.readouterr()
+    assert main([*DEEPRESHAPE, "--dry-run"]) == 0
+    assert "train as 1 population(s) of up to 2" in capsys.readouterr().out

@@ -13,7 +13,7 @@ import pathlib
 import sys
 from typing import Callable, Sequence
 
-from hybrenet_jax.bounded import parse_float
+from hybrenet_jax.bounded import parse_float, parse_int
 from hybrenet_jax.cli._types import arg_type
 from hybrenet_jax.cli._paths import local_path, training_workdir
 from hybrenet_jax.cli._table import format_table
@@ -66,6 +66,10 @@ def add_plan_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--teacher-workdir", default=None, metavar="DIR",
                    help="a finished teacher run to distil from (default: train "
                         "config.pipeline.teacher_model in DIR/teacher)")
+    p.add_argument("--pack", type=_pack, default=0, metavar="auto|N|1",
+                   help="train the variant runs N at a time as one population (one compiled "
+                        "step, one teacher pass for all; each run keeps its own workdir): "
+                        "auto (default) picks N by backend, 1 trains them one by one")
     p.add_argument("--workdir", default=None, metavar="DIR",
                    help="pipeline directory (required unless --dry-run)")
     p.add_argument("--dry-run", action="store_true",
@@ -73,6 +77,18 @@ def add_plan_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true",
                    help="JSON lines: with --dry-run one object per planned model, otherwise "
                         "one results.jsonl object per model")
+
+
+#: ``--pack`` at most (members of one population, each with its state in memory).
+MAX_PACK = 64
+
+
+def _pack(text: str) -> int:
+    """``--pack``: ``auto`` (0) or a count of runs per population."""
+    if text.strip().lower() == "auto":
+        return 0
+    return arg_type(parse_int, "runs per population", low=1, high=MAX_PACK,
+                    note="auto or a count")(text)
 
 
 def paper_config(dataset: str) -> TrainConfig:
@@ -157,7 +173,8 @@ def pipeline_options(args: argparse.Namespace, config: TrainConfig,
         workdir=workdir or DRY_RUN_DIR, distill=distill,
         teacher_workdir=training_workdir(args.teacher_workdir, "--teacher-workdir")
         if args.teacher_workdir else "", budgets=parse_budgets(args.budgets),
-        dkd_betas=parse_dkd_betas(betas), dkd_warmup_extra=extra)
+        dkd_betas=parse_dkd_betas(betas), dkd_warmup_extra=extra,
+        pack=getattr(args, "pack", 0))
 
 
 def _distill_cell(row: dict) -> str:
@@ -175,9 +192,12 @@ def format_dry_run(rows: Sequence[dict]) -> str:
           flops_text(r["train_flops_estimate"]))
          for r in rows])
     total = sum(r["train_flops_estimate"] for r in rows)
+    groups = [r["population"] for r in rows if "population" in r]
+    packed = (f"; the {len(groups)} variant runs train as {max(groups)} population(s) of up "
+              f"to {max(groups.count(g) for g in set(groups))} (--pack)" if groups else "")
     return (f"{table}\n\n{len(rows)} training runs; estimated training compute "
             f"{flops_text(total)}FLOPs (3 x FLOPs x images seen, + one teacher forward per "
-            "image when distilling)")
+            f"image of each population when distilling){packed}")
 
 
 def plan_notes(planned) -> list[str]:

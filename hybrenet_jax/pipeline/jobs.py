@@ -18,8 +18,9 @@ from hybrenet_jax.counts import count
 from hybrenet_jax.model_string import spec_from_model_string
 from hybrenet_jax.pipeline.errors import PipelineError
 from hybrenet_jax.schema import DISTILL_KINDS, TrainConfig, updated
+from hybrenet_jax.train import loop as train_loop
 from hybrenet_jax.train.loop import train_once
-from hybrenet_jax.train.rundir import ResultsLog, read_summary
+from hybrenet_jax.train.rundir import Preempted, ResultsLog, read_summary
 
 Log = Callable[[str], None]
 ROLES = ("teacher", "criticality", "variant", "pretrained")
@@ -191,3 +192,43 @@ def run_and_record(config: TrainConfig, job: TrainJob, results: ResultsLog,
     record = result_record(job, run_job(config, job, log))
     results.append(record)
     return record, True
+
+
+def train_jobs(config: TrainConfig, jobs: list[TrainJob], results: ResultsLog, log: Log
+               ) -> list[dict | BaseException]:
+    """Train ``jobs`` (none recorded in ``results`` yet) as one population and append the
+    record of each that finishes; finished workdirs are read, not trained again.
+
+    Returns, per job: its record, or the error of its divergence (that member was stopped;
+    the others went on). With one job to train this is :func:`run_job`, whose errors raise.
+
+    Raises:
+      Preempted: SIGTERM (or Ctrl-C) stopped the population after a checkpoint.
+      PipelineError: a finished workdir holds another model or distillation.
+    """
+    out: dict[int, dict | BaseException] = {}
+    todo = []
+    for i, job in enumerate(jobs):
+        if read_summary(job.workdir) is not None or len(jobs) == 1:
+            out[i] = result_record(job, run_job(config, job, log))
+        else:
+            todo.append(i)
+    if len(todo) == 1:
+        out[todo[0]] = result_record(jobs[todo[0]], run_job(config, jobs[todo[0]], log))
+    elif todo:
+        log(f"training {len(todo)} runs as one population: "
+            + ", ".join(f"{jobs[i].model} ({jobs[i].tag})" for i in todo))
+        trained = train_loop.train_population([(job_config(config, jobs[i]), jobs[i].workdir)
+                                    for i in todo])
+        for i, result in zip(todo, trained):
+            if isinstance(result, BaseException):
+                log(f"{jobs[i].model} ({jobs[i].tag}) stopped: {result}")
+                out[i] = result
+            elif result.get("preempted"):
+                raise Preempted(jobs[i].workdir, int(result.get("step", 0)))
+            else:
+                out[i] = result_record(jobs[i], result)
+    for i in range(len(jobs)):
+        if isinstance(out[i], dict):
+            results.append(out[i])
+    return [out[i] for i in range(len(jobs))]

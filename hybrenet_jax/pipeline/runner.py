@@ -25,6 +25,7 @@ is complete, a ``role: "dkd_best"`` line names its best run.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import pathlib
 from typing import Callable, Sequence
@@ -35,8 +36,9 @@ from hybrenet_jax.counts import count
 from hybrenet_jax.model_string import spec_from_model_string
 from hybrenet_jax.pipeline import criticality as crit
 from hybrenet_jax.pipeline.errors import PipelineError
-from hybrenet_jax.pipeline.jobs import (DKD_BEST, Log, TrainJob, job_config, record_key,
-                                        run_and_record, teacher_config)
+from hybrenet_jax.pipeline.jobs import (DKD_BEST, Log, TrainJob, find_record, job_config,
+                                        record_key, run_and_record, teacher_config,
+                                        train_jobs)
 from hybrenet_jax.train.rundir import (RESULTS, ResultsLog, finished_run_model,
                                        locked_workdir, write_atomically, write_json)
 from hybrenet_jax.pipeline.planning import (CRITICALITY_DIR, TEACHER_DIR,
@@ -65,6 +67,7 @@ class PipelineOptions:
     budgets: tuple[int, ...] = ()
     dkd_betas: tuple[float, ...] = PAPER_DKD_BETAS  # one DKD run per beta
     dkd_warmup_extra: bool = True  # DKD runs: + distill.dkd_warmup_epochs epochs on top
+    pack: int = 0  # runs trained as one population: 0 = auto (:func:`pack_size`), 1 = alone
 
     def __post_init__(self) -> None:
         if self.distill not in DISTILL_KINDS:
@@ -156,28 +159,68 @@ def _record_best(results: ResultsLog, runs: Sequence[dict]) -> dict:
     return best
 
 
+#: ``--pack auto``: members per population on each backend (bench.population; CPU: the
+#: unrolled members beat the same runs one by one there too, a shared teacher pass more so).
+AUTO_PACK = {"cpu": 4, "gpu": 8, "tpu": 8}
+
+
+def pack_size(options: PipelineOptions) -> int:
+    """Runs per population: ``options.pack``, or by backend when it is 0 (auto)."""
+    if options.pack > 0:
+        return options.pack
+    return AUTO_PACK.get(jax.default_backend(), 1)
+
+
 def train_planned(config: TrainConfig, planned: Sequence[PlannedModel],
                   options: PipelineOptions, teacher: TeacherRun, log: Log) -> list[dict]:
     """Train every planned variant (skipping finished runs); returns their result records.
 
-    With DKD each variant yields one record per beta, then its ``dkd_best`` record.
+    Runs not recorded yet train in populations of :func:`pack_size` (in plan order: they
+    share the teacher and the schedule); with DKD each variant yields one record per beta,
+    then its ``dkd_best`` record.
+
+    Raises:
+      PipelineError: some runs diverged (the others were trained and recorded first).
     """
-    records = []
-    for i, p in enumerate(planned, start=1):
-        jobs = variant_jobs(config, p, options, teacher)
-        runs = []
+    per_variant = [variant_jobs(config, p, options, teacher) for p in planned]
+    recorded: dict[tuple, dict] = {}
+    pending = []
+    for jobs in per_variant:
         for job in jobs:
+            found = find_record(options.results, job.model, job.dataset, job.distill,
+                                job.dkd_beta, job.extra_epochs)
+            if found is not None:
+                log(f"in {options.results.path.name} already: {job.model} ({job.tag})")
+                recorded[job.key] = found
+            else:
+                pending.append(job)
+    index = {job.key: i for i, jobs in enumerate(per_variant, start=1) for job in jobs}
+    size = pack_size(options)
+    failed = []
+    for start in range(0, len(pending), size):
+        group = pending[start:start + size]
+        for job in group:
             beta = f" (DKD beta {job.dkd_beta:g})" if job.dkd_beta is not None else ""
-            log(f"[variant {i}/{len(planned)}] {p.label}: {p.model}{beta}")
-            record, _ = run_and_record(config, job, options.results, log)
-            runs.append(record)
+            log(f"[variant {index[job.key]}/{len(planned)}] {job.label}: {job.model}{beta}")
+        for job, result in zip(group, train_jobs(config, group, options.results, log)):
+            if isinstance(result, dict):
+                recorded[job.key] = result
+            else:
+                failed.append(f"{job.model} ({job.tag}): {result}")
+    records = []
+    for p, jobs in zip(planned, per_variant):
+        runs = [recorded[j.key] for j in jobs if j.key in recorded]
         records += runs
-        if options.distill == "dkd":
+        if options.distill == "dkd" and runs:
             best = _record_best(options.results, runs)
             log(f"best DKD beta for {p.model}: {best['dkd_beta']:g} "
                 f"({best['accuracy']:.2f}%)")
             records.append(best)
     write_results_markdown(options.results, options.workdir / "results.md")
+    if failed:
+        raise PipelineError(f"{len(failed)} run(s) diverged and were not recorded (the others "
+                            f"were): {failed[0]}" + (f"; and {len(failed) - 1} more"
+                                                       if len(failed) > 1 else ""))
     return records
 
 
@@ -252,11 +295,21 @@ def dry_run_rows(config: TrainConfig, planned: Sequence[PlannedModel],
                                  job.workdir))
     placeholder = TeacherRun(options.teacher_workdir or str(options.workdir / TEACHER_DIR),
                           teacher)
+    size = pack_size(options)
+    variants = 0
     for p in planned:
         for job in variant_jobs(config, p, options, placeholder):
-            rows.append(plan_row(job_config(config, job), dataset, p, job.distill,
-                                 teacher_flops, job.workdir, options.budgets,
-                                 dkd_beta=job.dkd_beta, extra_epochs=job.extra_epochs))
+            row = plan_row(job_config(config, job), dataset, p, job.distill, teacher_flops,
+                           job.workdir, options.budgets, dkd_beta=job.dkd_beta,
+                           extra_epochs=job.extra_epochs)
+            row["population"] = variants // size + 1  # trained together (--pack)
+            variants += 1
+            rows.append(row)
+    members = collections.Counter(r.get("population") for r in rows)
+    for row in rows:  # a population runs its teacher once per batch for all its members
+        if row.get("population") and row["distill"] != "none" and teacher_flops:
+            shared = teacher_flops * row["train_images"]
+            row["train_flops_estimate"] -= shared * (1 - 1 / members[row["population"]])
     return rows
 
 
