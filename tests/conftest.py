@@ -66,6 +66,70 @@ def sgd_step_setup(spec):
     return mesh, state, make_train_step(model, opt, schedule, LossConfig(), mesh)
 
 
+class FakeTrainer:
+    """Stands in for training (:func:`install_trainer`): records each run, writes a finished
+    run (``summary.json``, an empty ``checkpoints/``); ``accuracy(config)`` gives its test
+    accuracy, ``during(workdir)`` looks at the workdir while it "trains", and ``fail_on=n``
+    makes the n-th run a Ctrl-C."""
+
+    def __init__(self, accuracy=lambda config: 0.5, fail_on: int | None = None, during=None,
+                 epochs=lambda config: 0.1):
+        self.accuracy = accuracy
+        self.fail_on = fail_on
+        self.during = during
+        self.epochs = epochs
+        self.calls: list[tuple[str, str, str]] = []  # (model, distillation, workdir)
+        self.configs: list = []
+
+    def __call__(self, config, workdir):
+        import json
+
+        self.calls.append((config.model, config.distill.kind, str(workdir)))
+        self.configs.append(config)
+        if self.during:
+            self.during(pathlib.Path(workdir))
+        if self.fail_on is not None and len(self.calls) == self.fail_on:
+            raise KeyboardInterrupt("simulated interruption")
+        workdir = pathlib.Path(workdir)
+        (workdir / "checkpoints").mkdir(parents=True, exist_ok=True)
+        accuracy = self.accuracy(config)
+        summary = {"model": config.model, "dataset": config.dataset,
+                   "distill": config.distill.kind, "test_accuracy": accuracy,
+                   "best_accuracy": accuracy, "steps": 2, "epochs": self.epochs(config),
+                   "wall_seconds": 0.01}
+        (workdir / "summary.json").write_text(json.dumps(summary))
+        return summary
+
+
+def install_trainer(monkeypatch, trainer):
+    """Stand ``trainer(config, workdir)`` in for training: single runs and populations (whose
+    members it trains one after the other, as the pipelines pack them)."""
+    from hybrenet_jax.train import loop
+
+    monkeypatch.setattr(loop, "train_and_evaluate", trainer)
+    monkeypatch.setattr(loop, "train_population",
+                        lambda runs: [trainer(config, workdir) for config, workdir in runs])
+    return trainer
+
+
+def finish_processes(procs, timeout=900) -> list[tuple[int, str, str]]:
+    """(returncode, stdout, stderr) of every process, in order; all are killed if one
+    outlives the shared ``timeout``."""
+    import time
+
+    out = []
+    deadline = time.monotonic() + timeout
+    for proc in procs:
+        try:
+            stdout, stderr = proc.communicate(timeout=max(1, deadline - time.monotonic()))
+        except Exception:
+            for p in procs:
+                p.kill()
+            raise
+        out.append((proc.returncode, stdout, stderr))
+    return out
+
+
 def run_launch(workdir, *flags, env=None, timeout=600, **popen):
     """Run ``python -m launch.train`` on the default config in a subprocess."""
     cmd = [sys.executable, "-m", "launch.train", "--config", str(ROOT / "configs/default.py"),

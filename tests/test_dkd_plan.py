@@ -12,14 +12,13 @@ import pathlib
 
 import pytest
 
-from conftest import ROOT, tiny_config
+from conftest import ROOT, FakeTrainer, install_trainer, tiny_config
 from hybrenet_jax.cli import main
 from hybrenet_jax.errors import ConfigError
 from hybrenet_jax.pipeline.estimate import planned_epochs
 from hybrenet_jax.report.markdown import render
 from hybrenet_jax.report.points import load_results
 from hybrenet_jax.schema import PAPER_DKD_BETAS, build_config, parse_dkd_betas, schedule_steps
-from hybrenet_jax.train import loop as train_loop
 
 DIGITS_CONFIG = str(ROOT / "configs" / "pipeline_digits.py")
 PAPER_DKD = [0.8, 1.0, 2.0, 6.0]
@@ -27,30 +26,12 @@ PAPER_DKD = [0.8, 1.0, 2.0, 6.0]
 BY_BETA = {0.8: 0.70, 1.0: 0.72, 2.0: 0.75, 6.0: 0.71}
 
 
-class RecordingTrainer:
-    """Fake ``train_and_evaluate``: keeps every config, writes a finished run."""
-
-    def __init__(self, accuracy=lambda config: BY_BETA.get(config.distill.dkd_beta, 0.9)):
-        self.accuracy = accuracy
-        self.configs = []
-
-    def __call__(self, config, workdir):
-        self.configs.append(config)
-        workdir = pathlib.Path(workdir)
-        (workdir / "checkpoints").mkdir(parents=True, exist_ok=True)
-        acc = self.accuracy(config) if config.distill.kind == "dkd" else 0.9
-        summary = {"model": config.model, "dataset": config.dataset,
-                   "distill": config.distill.kind, "test_accuracy": acc, "best_accuracy": acc,
-                   "steps": 2, "epochs": planned_epochs(config), "wall_seconds": 0.01}
-        (workdir / "summary.json").write_text(json.dumps(summary))
-        return summary
-
-
 @pytest.fixture
 def trainer(monkeypatch):
-    fake = RecordingTrainer()
-    monkeypatch.setattr(train_loop, "train_and_evaluate", fake)
-    return fake
+    return install_trainer(monkeypatch, FakeTrainer(
+        accuracy=lambda config: (BY_BETA.get(config.distill.dkd_beta, 0.9)
+                                 if config.distill.kind == "dkd" else 0.9),
+        epochs=planned_epochs))
 
 
 def _dry_run(capsys, *extra: str) -> list[dict]:
@@ -77,11 +58,14 @@ def test_dkd_dry_run_plans_one_run_per_paper_beta_with_20_extra_epochs(capsys, t
         names = [pathlib.Path(r["workdir"]).name for r in runs]
         assert len(set(names)) == 4
         assert all(f"-dkd-b{b:g}-x20-" in n for b, n in zip(PAPER_DKD, names))
-    # 220 epochs of 390 batches of 128 images, plus one teacher forward per image
+    # 220 epochs of 390 batches of 128 images, plus one teacher forward per image, shared by
+    # the members of the run's population (--pack)
     r = variants[0]
+    members = sum(v["population"] == r["population"] for v in variants)
     assert r["train_images"] == 220 * 390 * 128
-    assert r["train_flops_estimate"] == 3 * r["flops"] * r["train_images"] \
-        + teacher["flops"] * r["train_images"]
+    assert r["train_flops_estimate"] == pytest.approx(3 * r["flops"] * r["train_images"]
+                                                      + teacher["flops"] * r["train_images"]
+                                                      / members)
 
 
 def test_dkd_betas_and_the_ramp_inside_the_base_schedule_are_configurable(capsys, trainer):

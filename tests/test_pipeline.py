@@ -13,10 +13,9 @@ import pathlib
 
 import pytest
 
-from conftest import ROOT, tiny_config
+from conftest import ROOT, FakeTrainer, install_trainer, tiny_config
 from hybrenet_jax.cli import main
 from hybrenet_jax.design import DesignError
-from hybrenet_jax.train import loop as train_loop
 from hybrenet_jax.config import apply_overrides, load_config, split_overrides
 from hybrenet_jax.pipeline.criticality import (load_result, measure_criticality,
                                                stage_only_model)
@@ -33,37 +32,13 @@ SMALL = "hrn-2x2x2x:m=4,depths=1-1-1-1"
 PAPER_ACC = {"S1": 52.67, "S2": 62.10, "S3": 64.64, "S4": 59.70}
 
 
-class FakeTrainer:
-    """Records calls; writes a finished run; optionally fails on the n-th call."""
-
-    def __init__(self, accuracy=lambda model: 0.5, fail_on: int | None = None):
-        self.accuracy = accuracy
-        self.fail_on = fail_on
-        self.calls: list[tuple[str, str, str]] = []
-
-    def __call__(self, config, workdir):
-        self.calls.append((config.model, config.distill.kind, str(workdir)))
-        if self.fail_on is not None and len(self.calls) == self.fail_on:
-            raise KeyboardInterrupt("simulated interruption")
-        workdir = pathlib.Path(workdir)
-        (workdir / "checkpoints").mkdir(parents=True, exist_ok=True)
-        summary = {"model": config.model, "dataset": config.dataset,
-                   "distill": config.distill.kind, "test_accuracy": self.accuracy(config.model),
-                   "best_accuracy": self.accuracy(config.model), "steps": 2, "epochs": 0.1,
-                   "wall_seconds": 0.01}
-        (workdir / "summary.json").write_text(json.dumps(summary))
-        return summary
-
-
 @pytest.fixture
 def fake(monkeypatch):
     def install(**kw):
-        trainer = FakeTrainer(**kw)
-        monkeypatch.setattr(train_loop, "train_and_evaluate", trainer)
-        # a packed population: its members one after the other, as the trainer sees them
-        monkeypatch.setattr(train_loop, "train_population",
-                            lambda runs: [trainer(c, w) for c, w in runs])
-        return trainer
+        if "accuracy" in kw:
+            by_model = kw.pop("accuracy")
+            kw["accuracy"] = lambda config: by_model(config.model)
+        return install_trainer(monkeypatch, FakeTrainer(**kw))
     return install
 
 

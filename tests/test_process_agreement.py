@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from conftest import free_port, run_launch
+from conftest import finish_processes, free_port, run_launch
 
 FLAGS = ["--config.model=hrn-2x2x2x:m=4", "--config.batch_size=32", "--config.total_steps=4",
          "--config.eval_every_steps=4", "--config.async_checkpointing=false",
@@ -23,17 +23,7 @@ def _two(workdirs, flags_per_process, timeout=300):
                         f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2",
                         f"--process_id={i}", env=env, stdout=-1, stderr=-1, text=True)
              for i in range(2)]
-    out = []
-    deadline = time.monotonic() + timeout
-    for proc in procs:
-        try:
-            _, err = proc.communicate(timeout=max(1, deadline - time.monotonic()))
-        except Exception:
-            for p in procs:
-                p.kill()
-            raise
-        out.append((proc.returncode, err))
-    return out
+    return [(code, err) for code, _, err in finish_processes(procs, timeout)]
 
 
 def _one_agreed_line(results) -> str:

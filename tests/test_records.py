@@ -13,9 +13,8 @@ import pathlib
 import numpy as np
 import pytest
 
-from conftest import ROOT, tiny_config
+from conftest import ROOT, FakeTrainer, install_trainer, tiny_config
 from hybrenet_jax.cli import main
-from hybrenet_jax.train import loop as train_loop
 from hybrenet_jax.train import rundir, storage
 from hybrenet_jax.train.rundir import (JsonLinesLog, RecordError, ResultsLog, TrainingError,
                                        read_json, write_atomically, write_json)
@@ -37,34 +36,12 @@ def _deepreshape_argv(workdir: pathlib.Path, *extra: str) -> list[str]:
             *extra]
 
 
-class FakeTrainer:
-    """Stands in for ``train_and_evaluate``: writes a finished run; ``during`` is called with
-    the run's workdir (to look at locks while the pipeline runs)."""
-
-    def __init__(self, during=None):
-        self.calls: list[str] = []
-        self.during = during
-
-    def __call__(self, config, workdir):
-        self.calls.append(str(workdir))
-        if self.during:
-            self.during(pathlib.Path(workdir))
-        workdir = pathlib.Path(workdir)
-        (workdir / "checkpoints").mkdir(parents=True, exist_ok=True)
-        summary = {"model": config.model, "dataset": config.dataset,
-                   "distill": config.distill.kind, "test_accuracy": 0.5 + 0.01 * len(
-                       self.calls), "best_accuracy": 0.6, "steps": 2, "epochs": 0.1,
-                   "wall_seconds": 0.01}
-        (workdir / "summary.json").write_text(json.dumps(summary))
-        return summary
-
-
 @pytest.fixture
 def fake(monkeypatch):
     def install(**kw):
         trainer = FakeTrainer(**kw)
-        monkeypatch.setattr(train_loop, "train_and_evaluate", trainer)
-        return trainer
+        trainer.accuracy = lambda config: 0.5 + 0.01 * len(trainer.calls)
+        return install_trainer(monkeypatch, trainer)
     return install
 
 

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 import jax
-from conftest import free_port, run_launch
+from conftest import finish_processes, free_port, run_launch
 from hybrenet_jax.runtime import EIGEN_CONVOLUTIONS
 from hybrenet_jax.train.checkpoint import load_variables
 
@@ -70,21 +70,6 @@ def _start(workdir, n: int, *flags: str):
                        stdout=-1, stderr=-1, text=True) for i in range(n)]
 
 
-def _finish(procs, timeout=900):
-    """(returncode, stdout, stderr) of every process, in process order."""
-    out = []
-    deadline = time.monotonic() + timeout
-    for proc in procs:
-        try:
-            stdout, stderr = proc.communicate(timeout=max(1, deadline - time.monotonic()))
-        except Exception:
-            for p in procs:
-                p.kill()
-            raise
-        out.append((proc.returncode, stdout, stderr))
-    return out
-
-
 def _digest(stdout: str) -> str:
     return next(line.split("params digest ")[1].split(";")[0]
                 for line in stdout.splitlines() if "params digest" in line)
@@ -94,7 +79,7 @@ def _digest(stdout: str) -> str:
 def two_process_run(tmp_path_factory):
     """An uninterrupted run of 2 processes x 2 devices (the reference of several tests)."""
     workdir = tmp_path_factory.mktemp("mp") / "run"
-    results = _finish(_start(workdir, 2, *MP_FLAGS))
+    results = finish_processes(_start(workdir, 2, *MP_FLAGS))
     for code, _, err in results:
         assert code == 0, err[-3000:]
     digests = {_digest(out) for _, out, _ in results}
@@ -118,7 +103,7 @@ def test_two_and_four_processes_equal_one_process(two_process_run, tmp_path):
     single = run_launch(tmp_path / "single", *FLAGS)
     assert single.returncode == 0, single.stderr[-2000:]
     for n in (2, 4):
-        results = _finish(_start(tmp_path / f"p{n}", n, *FLAGS))
+        results = finish_processes(_start(tmp_path / f"p{n}", n, *FLAGS))
         for code, _, err in results:
             assert code == 0, err[-3000:]
         assert len({_digest(out) for _, out, _ in results}) == 1
@@ -149,7 +134,7 @@ def test_sigterm_to_one_process_stops_all_at_one_step_and_resumes_bit_identicall
     procs = _start(workdir, 2, *MP_FLAGS)
     _wait_for_training(workdir, procs)
     procs[1].send_signal(signal.SIGTERM)  # only one process is told
-    results = _finish(procs)
+    results = finish_processes(procs)
     steps = set()
     for code, out, err in results:
         assert code == 0, err[-3000:]
@@ -161,7 +146,7 @@ def test_sigterm_to_one_process_stops_all_at_one_step_and_resumes_bit_identicall
     assert str(step) in os.listdir(workdir / "checkpoints")
     assert not (workdir / "summary.json").exists()
 
-    resumed = _finish(_start(workdir, 2, *MP_FLAGS))
+    resumed = finish_processes(_start(workdir, 2, *MP_FLAGS))
     for code, out, err in resumed:
         assert code == 0, err[-3000:]
         assert _digest(out) == digest  # bit-identical to the uninterrupted run
@@ -186,7 +171,7 @@ def test_corrupt_newest_checkpoint_is_quarantined_once_by_several_processes(
     # process 0 cannot move it aside (a file holds the name corrupt): every process stops
     # with the same line, none waits at a barrier, nothing is moved
     (workdir / "corrupt").write_text("not a folder")
-    failed = _finish(_start(workdir, 2, *MP_FLAGS), timeout=300)
+    failed = finish_processes(_start(workdir, 2, *MP_FLAGS), timeout=300)
     lines = []
     for code, _, err in failed:
         errors = [l for l in err.splitlines() if l.startswith("launch.train: error:")]
@@ -196,7 +181,7 @@ def test_corrupt_newest_checkpoint_is_quarantined_once_by_several_processes(
     assert lines[0] == lines[1] and newest.is_dir()
     (workdir / "corrupt").unlink()
 
-    results = _finish(_start(workdir, 2, *MP_FLAGS))
+    results = finish_processes(_start(workdir, 2, *MP_FLAGS))
     for code, out, err in results:
         assert code == 0, err[-3000:]
         assert _digest(out) == digest  # retrained from step 20 to the same parameters
@@ -213,7 +198,7 @@ def test_a_refusal_of_process_0_stops_every_process_with_the_same_line(tmp_path)
     workdir.mkdir()
     with WorkdirLock(workdir):  # another run holds the workdir: only process 0 sees it
         start = time.monotonic()
-        results = _finish(_start(workdir, 2, *MP_FLAGS), timeout=300)
+        results = finish_processes(_start(workdir, 2, *MP_FLAGS), timeout=300)
     assert time.monotonic() - start < 240
     lines = []
     for code, out, err in results:
