@@ -73,13 +73,19 @@ def _refuse(error: type[HybrenetError], what: str, text: object, reason: str, ki
 
 
 def _finite(token: object) -> float | None:
-    """``token`` as a float (``None``: not a number); may be ``inf``/``nan``."""
+    """``token`` as a float (``None``: not a number, or a nonzero literal that underflows to
+    0 such as ``1e-400``: it would silently mean 0); may be ``inf``/``nan``."""
     if isinstance(token, bool):
         return None
+    text = token.strip().replace("_", "") if isinstance(token, str) else token
     try:
-        return float(token.strip().replace("_", "") if isinstance(token, str) else token)
+        value = float(text)
     except (TypeError, ValueError, OverflowError):
         return None
+    if value == 0 and isinstance(text, str) and any(c in "123456789"
+                                                    for c in text.lower().split("e")[0]):
+        return None
+    return value
 
 
 def _bounded(value: float | None, text: object, what: str, kind: str, low: float | None,

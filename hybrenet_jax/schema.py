@@ -41,6 +41,14 @@ PAPER_DKD_BETAS: tuple[float, ...] = (0.8, 1.0, 2.0, 6.0)
 #: Upper bounds of the count fields. None is a hardware limit: each is far above any sensible
 #: value and low enough that a typo (an extra digit or three) is caught here in milliseconds,
 #: not after compiling, by an int32 overflow in a step counter or by a full disk.
+#: Sane ranges of the weights a typo can blow up (a run with them diverges at once, and the
+#: advice of the divergence message, a lower learning rate, would not help): coupled weight
+#: decay (the paper's 4e-4), distillation temperature (1-20 in practice), SNL's L1 weight
+#: (1e-5..1e-2) and its growth per search epoch (1.1).
+MAX_WEIGHT_DECAY = 1.0
+MIN_TEMPERATURE, MAX_TEMPERATURE = 0.01, 1000.0
+MAX_LASSO = 10.0
+MAX_LASSO_GROWTH = 10.0
 MAX_STEPS = 2**31 - 1  # steps are int32 in the optimizer state and the LR schedule
 MAX_EPOCHS = 1_000_000
 MAX_BATCH = 2**20
@@ -217,7 +225,7 @@ class DistillConfig:
     #: default: the model string recorded in the teacher's run
     teacher_model: str = _field("", Text())
     teacher_checkpoint: Literal["best", "latest"] = _field("best", Choice(("best", "latest")))
-    temperature: float = _field(4.0, Float(0.0, low_open=True))
+    temperature: float = _field(4.0, Float(MIN_TEMPERATURE, MAX_TEMPERATURE))
     kd_weight: float = _field(0.9, Float(0.0, 1.0))  # KD: (1 - w) * CE + w * KD
     dkd_alpha: float = _field(1.0, Float(0.0, MAX_DKD_WEIGHT))  # DKD target weight
     #: DKD non-target weight: one of the paper's sweep 0.8/1/2/6 (DKD authors' own: 8)
@@ -263,22 +271,22 @@ class SNLConfig:
     search_learning_rate: float = _field(1e-3, Float(0.0, low_open=True))
     #: ours: Adam lr of the masks alone; 0 = search_learning_rate
     mask_learning_rate: float = _field(0.0, Float(0.0))
-    lasso: float = _field(1e-5, Float(0.0, low_open=True))
-    lasso_growth: float = _field(1.1, Float(1.0))
+    lasso: float = _field(1e-5, Float(0.0, MAX_LASSO, low_open=True))
+    lasso_growth: float = _field(1.1, Float(1.0, MAX_LASSO_GROWTH))
     lasso_patience_epochs: int = _field(5, Int(0, MAX_EPOCHS))
     max_epochs: int = _field(2000, Int(1, MAX_EPOCHS))
     #: ours: steps per search epoch; 0 = one pass over the training set
     epoch_steps: int = _field(0, Int(0, MAX_STEPS, note="0: one pass over the training set"))
     #: KD from the teacher (default teacher: the pretrained network, as the public scripts)
     kd: bool = _field(True, Bool())
-    temperature: float = _field(4.0, Float(0.0, low_open=True))
-    kd_weight: float = _field(1.0, Float(0.0))  # CE + kd_weight * KD (* T^2)
+    temperature: float = _field(4.0, Float(MIN_TEMPERATURE, MAX_TEMPERATURE))
+    kd_weight: float = _field(1.0, Float(0.0, MAX_DKD_WEIGHT))  # CE + kd_weight * KD (* T^2)
     finetune_epochs: int = _field(100, Int(0, MAX_EPOCHS))
     #: ours: > 0 overrides finetune_epochs (tiny runs, tests)
     finetune_steps: int = _field(0, Int(0, MAX_STEPS, note="0: finetune_epochs decides"))
     finetune_learning_rate: float = _field(1e-3, Float(0.0, low_open=True))
     finetune_momentum: float = _field(0.9, Float(0.0, 1.0))
-    finetune_weight_decay: float = _field(5e-4, Float(0.0))
+    finetune_weight_decay: float = _field(5e-4, Float(0.0, MAX_WEIGHT_DECAY))
     #: ours when true: re-admit the largest masks below the threshold up to the budget
     fill_to_budget: bool = _field(False, Bool())
     #: true: mask the stem ReLU too; false: no stem ReLU, as public SNL's ResNets
@@ -317,7 +325,7 @@ class TrainConfig:
     warmup_epochs: float = _field(0.0, Float(0.0, MAX_EPOCHS))
     momentum: float = _field(0.9, Float(0.0, 1.0))
     nesterov: bool = _field(False, Bool())
-    weight_decay: float = _field(4e-4, Float(0.0))
+    weight_decay: float = _field(4e-4, Float(0.0, MAX_WEIGHT_DECAY))
     label_smoothing: float = _field(0.0, Float(0.0, 1.0))
     crop_padding: int = _field(4, Int(0, 64, note="pixels on each side; images are at most "
                                                   "64 wide"))

@@ -117,3 +117,24 @@ def test_damaged_lines_in_the_middle_of_metrics_are_dropped_and_kept_aside(tmp_p
     assert len(aside) == 1 and "garbage" in aside[0].read_text()
     writer.write(5, "train", {"loss": 0.5})
     assert json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[-1])["step"] == 5
+
+
+@pytest.mark.parametrize("bad", ['{"step": 1e999, "split": "train", "loss": 1.0}',
+                                 '{"step": 99999999999, "split": "train", "loss": 1.0}',
+                                 '{"step": 2, "split": "eval", "loss": NaN}',
+                                 '{"step": 2, "split": "eval", "loss": 1e999}'])
+def test_metrics_lines_with_impossible_steps_or_values_are_damaged_lines(tmp_path, caplog, bad):
+    """Were a traceback on every resume (1e999), or silently swallowed every later record (a
+    huge step), or kept invalid JSON (NaN)."""
+    from hybrenet_jax.train.metrics import MetricWriter
+
+    good = [json.dumps({"step": s, "split": "train", "loss": 1.0}) for s in (1, 3)]
+    (tmp_path / "metrics.jsonl").write_text("\n".join([good[0], bad, good[1]]) + "\n")
+    with caplog.at_level("WARNING"):
+        writer = MetricWriter(tmp_path, tensorboard=False)
+    assert writer.last_step == {"train": 3}
+    assert sum("damaged line" in r.message for r in caplog.records) == 1
+    writer.write(4, "train", {"loss": 0.5})
+    steps = [json.loads(ln)["step"] for ln in (tmp_path / "metrics.jsonl").read_text()
+             .splitlines()]
+    assert steps == [1, 3, 4]

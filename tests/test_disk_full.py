@@ -60,7 +60,7 @@ def test_a_full_disk_mid_run_is_one_last_line_and_a_rerun_with_space_loses_nothi
 
 
 def test_background_disk_full_noise_is_dropped_and_other_records_kept(caplog):
-    quiet_disk_full_noise()
+    quiet_disk_full_noise()  # a run starts: nothing reported yet
     quiet_disk_full_noise()  # idempotent
     full = OSError(errno.ENOSPC, "No space left on device")
     with caplog.at_level(logging.ERROR):
@@ -87,3 +87,33 @@ def test_background_disk_full_noise_is_dropped_and_other_records_kept(caplog):
     finally:
         threading.excepthook = before
     assert seen == [RuntimeError]
+
+
+def test_once_a_full_disk_is_reported_the_savers_stay_quiet(caplog):
+    """After the one line (a save failed on a full disk), what the failed save's threads and
+    tasks say next (asyncio's "Event loop is closed", never-awaited coroutines) is dropped."""
+    from hybrenet_jax.train import checkpoint
+
+    quiet_disk_full_noise()
+    error = checkpoint._write_error(OSError(errno.ENOSPC, "No space left on device"),
+                                    "checkpoint step 4 to W", 2)
+    assert "the disk is full" in str(error) and "step 2" in str(error)
+    seen = []
+    before = threading.excepthook
+    try:
+        threading.excepthook = lambda args: seen.append(args.exc_type)
+        quiet_disk_full_noise()
+        checkpoint._write_error(OSError(errno.ENOSPC, "full"), "x", 2)
+        with caplog.at_level(logging.ERROR):
+            logging.getLogger("asyncio").error("Exception in callback: Event loop is closed")
+
+        def fail():
+            raise RuntimeError("Event loop is closed")
+        thread = threading.Thread(target=fail)
+        thread.start()
+        thread.join()
+    finally:
+        threading.excepthook = before
+        quiet_disk_full_noise()  # the next run starts quiet-free
+    assert seen == [] and not caplog.records
+    assert checkpoint._DISK_FULL_REPORTED is False

@@ -197,3 +197,26 @@ def test_a_diverging_snl_phase_stops_and_records_nothing(tmp_path, snl, share, p
     if history.exists():
         for line in history.read_text().splitlines():
             json.loads(line, parse_constant=lambda c: pytest.fail(f"{c} in search.jsonl"))
+
+
+def test_after_a_divergence_the_rerun_logs_its_own_steps_not_the_diverged_ones(tmp_path):
+    """The hostile pass's case: the diverged run had logged steps 1-3 at lr 1e12; the rerun
+    at a sane rate starts over and must not keep them (nor skip its own as "logged")."""
+    from hybrenet_jax.train import TrainingError, train_and_evaluate
+
+    bad = tiny_config(learning_rate=1e12, **{**HOSTILE, "log_every_steps": 1,
+                                             "checkpoint_every_steps": 4})
+    with pytest.raises(TrainingError, match="start over"):
+        train_and_evaluate(bad, tmp_path / "run")
+    logged = (tmp_path / "run" / "metrics.jsonl").read_text()
+    assert '"train"' in logged  # the diverged run did log finite steps before it stopped
+    good = dict(HOSTILE, total_steps=4, log_every_steps=1, checkpoint_every_steps=4)
+    train_and_evaluate(tiny_config(learning_rate=0.05, **good), tmp_path / "run")
+    train_and_evaluate(tiny_config(learning_rate=0.05, **good), tmp_path / "fresh")
+
+    def train_lines(workdir):
+        return [(r["step"], r["loss"]) for r in map(json.loads, (workdir / "metrics.jsonl")
+                                                     .read_text().splitlines())
+                if r["split"] == "train"]
+
+    assert train_lines(tmp_path / "run") == train_lines(tmp_path / "fresh")

@@ -442,3 +442,37 @@ def test_readers_of_training_runs_take_file_urls(url_run, capsys):
     assert code == 0, err
     rows = [json.loads(line) for line in out.splitlines()]
     assert rows and all(r["role"] != "teacher" for r in rows)  # the given teacher: no training
+
+
+def test_hostile_pass_leftovers_are_one_line():
+    """Second hostile pass: a literal that underflows to 0 is not 0; a 400-digit integer in
+    a results line is a bad number, not an OverflowError; a malformed gs:// bucket is refused
+    at once instead of retrying for minutes; weights a typo blows up have upper bounds."""
+    from hybrenet_jax.bounded import NumberError, parse_float, parse_int
+    from hybrenet_jax.report.points import _number
+    from hybrenet_jax.schema import build_config
+    from hybrenet_jax.train.storage import StorageError, workdir_path
+
+    for parse in (parse_int, parse_float):
+        with pytest.raises(NumberError, match="'1e-400'"):
+            parse("1e-400", "--top", low=0)
+    assert parse_int("-0", low=0) == 0 and parse_float("0.0") == 0.0
+    with pytest.raises(ValueError, match="not a finite number"):
+        _number(10 ** 400, "relus")
+    start = time.monotonic()
+    for url in ("gs://bad bucket/%zz/../x", "gs://Upper/x", "gs://a/x"):
+        with pytest.raises(StorageError, match="not a gs://BUCKET/PATH URL"):
+            workdir_path(url)
+    assert time.monotonic() - start < 1.0
+    assert str(workdir_path("gs://my-bucket.v2/run")) == "gs://my-bucket.v2/run"
+    for field in ("weight_decay=1e308", "distill.temperature=1e-30", "snl.lasso=1e30",
+                  "snl.lasso_growth=1e9", "snl.temperature=1e-30", "snl.kd_weight=1e9",
+                  "snl.finetune_weight_decay=1e308"):
+        name, value = field.split("=")
+        with pytest.raises(ConfigError, match=name.split(".")[-1]):
+            build_config({**_nested(name, float(value))})
+
+
+def _nested(dotted: str, value) -> dict:
+    head, _, rest = dotted.partition(".")
+    return {head: _nested(rest, value) if rest else value}

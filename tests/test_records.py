@@ -437,3 +437,30 @@ def test_training_stops_before_its_next_save_when_run_lock_is_removed(tmp_path, 
     assert saved == [2]  # step 4's periodic save was not written
     _, meta = load_variables(tmp_path)
     assert meta["step"] == 2
+
+
+@pytest.mark.parametrize("value", ["1e999", "NaN", "-5"])
+def test_a_criticality_result_with_impossible_numbers_is_damaged(tmp_path, caplog, value):
+    """Was an OverflowError traceback (1e999) even with --dry-run, or trusted (NaN, -5)."""
+    from hybrenet_jax.pipeline.criticality import load_result
+
+    stages = [{"model": f"m{k}", "relus": 1000, "accuracy": 50.0 + k, "criticality": 0.1 * k}
+              for k in range(4)]
+    record = {"model": "m", "dataset": "digits", "distill": "none",
+              "order": ["S3", "S2", "S4", "S1"], "stages": stages}
+    text = json.dumps(record).replace('"accuracy": 51.0', f'"accuracy": {value}', 1)
+    (tmp_path / "criticality.json").write_text(text)
+    with caplog.at_level("WARNING"):
+        assert load_result(tmp_path) is None
+    assert any("damaged" in m for m in _warnings(caplog))
+    (tmp_path / "criticality.json").write_text(json.dumps(record))
+    assert load_result(tmp_path).order == (3, 2, 4, 1)
+
+
+def test_record_lines_with_non_finite_numbers_are_damaged_lines(tmp_path, caplog):
+    log = rundir.JsonLinesLog(tmp_path / "search.jsonl")
+    (tmp_path / "search.jsonl").write_text('{"epoch": 0, "loss": 1.0}\n{"epoch": 1, "loss": '
+                                           'NaN}\n{"epoch": 2, "loss": 1e999}\n')
+    with caplog.at_level("WARNING"):
+        assert log.records() == [{"epoch": 0, "loss": 1.0}]
+    assert sum("damaged line" in m for m in _warnings(caplog)) == 2

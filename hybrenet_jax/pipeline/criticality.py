@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import pathlib
 
 import jax
@@ -149,7 +150,12 @@ def load_result(workdir: str | pathlib.Path,
         if len(result.order) != len(result.stage_models) or \
                 sorted(result.order) != list(range(1, len(result.order) + 1)):
             raise ValueError("its order does not list every stage once")
-    except (KeyError, TypeError, ValueError, IndexError) as err:
+        numbers = (*result.relus, *result.accuracies, *result.values)
+        if not all(math.isfinite(x) and x >= 0 for x in numbers) \
+                or not all(0 <= a <= 100 for a in result.accuracies):
+            raise ValueError("its ReLUs, accuracies (%) and criticalities must be finite, "
+                             ">= 0, accuracies <= 100")
+    except (KeyError, TypeError, ValueError, IndexError, OverflowError) as err:
         damaged(path, "criticality result", f"not a criticality result: {err!r}"[:160],
                 set_aside)
         return None

@@ -77,8 +77,14 @@ class Point:
 
 def _number(value, field: str, minimum: float = 0.0, strict: bool = False,
             maximum: float | None = None) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ValueError(f"{field}={value!r} is not a finite number")
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{field}={str(value)[:40]!r} is not a finite number")
+    try:
+        finite = math.isfinite(value)
+    except OverflowError:  # an integer too large for a float
+        finite = False
+    if not finite:
+        raise ValueError(f"{field}={str(value)[:40]} is not a finite number")
     if value < minimum or (strict and value == minimum) or (maximum is not None
                                                            and value > maximum):
         raise ValueError(f"{field}={value!r} must be {range_text(minimum, maximum, strict)}")

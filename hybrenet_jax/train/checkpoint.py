@@ -32,8 +32,10 @@ import logging
 import math
 import os
 import pathlib
+import sys
 import threading
 import time
+import warnings
 from typing import Any
 
 import jax
@@ -273,6 +275,8 @@ class _DiskFullNoise(logging.Filter):
     log about a full disk: the run reports it once, as its last line (:func:`_write_error`)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if _DISK_FULL_REPORTED:  # the run has failed with its one line: the rest is echo
+            return False
         exc = record.exc_info[1] if record.exc_info else None
         if exc is not None and is_disk_full(exc):
             return False
@@ -286,7 +290,10 @@ _NOISE = _DiskFullNoise()
 
 def quiet_disk_full_noise() -> None:
     """Keep a full disk to one line: background savers' records and thread tracebacks about
-    it are dropped for the rest of the process (idempotent)."""
+    it are dropped for the rest of the process (idempotent; a new checkpointer calls it, and
+    its run starts with nothing reported)."""
+    global _DISK_FULL_REPORTED
+    _DISK_FULL_REPORTED = False
     for name in BACKGROUND_LOGGERS:
         logger = logging.getLogger(name)
         if _NOISE not in logger.filters:
@@ -296,12 +303,28 @@ def quiet_disk_full_noise() -> None:
         return
 
     def hook(args: threading.ExceptHookArgs) -> None:
-        if args.exc_value is not None and is_disk_full(args.exc_value):
-            return
+        if _DISK_FULL_REPORTED or (args.exc_value is not None
+                                   and is_disk_full(args.exc_value)):
+            return  # e.g. "Event loop is closed" of a saver thread outliving the failed save
         previous(args)
 
     hook._hybrenet_quiet = True  # type: ignore[attr-defined]
     threading.excepthook = hook
+
+
+#: Set once a full disk was reported: what background savers say afterwards is dropped.
+_DISK_FULL_REPORTED = False
+
+
+def _disk_full_reported() -> None:
+    """From now on, background savers' records, thread errors, unraisable exceptions and
+    never-awaited coroutines of the failed save stay quiet: the one line stays last."""
+    global _DISK_FULL_REPORTED
+    _DISK_FULL_REPORTED = True
+    warnings.filterwarnings("ignore", category=RuntimeWarning,
+                            message="coroutine .* was never awaited")
+    previous = sys.unraisablehook
+    sys.unraisablehook = lambda unraisable: None if _DISK_FULL_REPORTED else previous(unraisable)
 
 
 def _write_error(err: BaseException, what: str, intact: int | None = None) -> CheckpointError:
@@ -313,6 +336,7 @@ def _write_error(err: BaseException, what: str, intact: int | None = None) -> Ch
               else f"{type(err).__name__}: {str(err).splitlines()[0][:200] if str(err) else ''}")
     if is_disk_full(err):
         reason = "the disk is full (ENOSPC)"
+        _disk_full_reported()
     kept = ("earlier checkpoints are intact" if intact is None
             else f"the last intact checkpoint is step {intact}" if intact >= 0
             else "no checkpoint was saved yet")

@@ -546,6 +546,7 @@ def _run(members: list[_Member], states: tuple, setup: Setup, teacher, wall_star
         with writing(member.workdir / "metrics.jsonl"):
             member.writer = MetricWriter(member.workdir, enabled=main_process,
                                          tensorboard=member.config.tensorboard)
+            member.writer.rewind(int(states[0].step))  # what comes after is logged anew
 
     step = first_step = int(states[0].step)
     timer = _ThroughputTimer()

@@ -26,6 +26,8 @@ import time
 from typing import Mapping
 
 
+from hybrenet_jax.schema import MAX_STEPS
+from hybrenet_jax.train.rundir import loads_record
 from hybrenet_jax.train.storage import is_local, workdir_path, write_text_atomically
 
 log = logging.getLogger(__name__)
@@ -121,8 +123,11 @@ class MetricWriter:
             try:
                 if not line.endswith(b"\n"):
                     raise ValueError("no newline")
-                record = json.loads(line)
-                step, split = int(record["step"]), str(record["split"])
+                record = loads_record(line)
+                step, split = record["step"], str(record["split"])
+                if isinstance(step, bool) or not isinstance(step, int) \
+                        or not 0 <= step <= MAX_STEPS:
+                    raise ValueError(f"step {str(step)[:20]} is not a step")
             except (ValueError, KeyError, TypeError):
                 if number == len(lines):
                     torn = len(line)  # a damaged last line is a tear (the writer died)
@@ -151,6 +156,27 @@ class MetricWriter:
                         copy)
         if not self._local:
             self._text = kept.decode("utf-8", "replace")
+
+    def rewind(self, step: int) -> None:
+        """Drop the records after ``step``, the step a run resumes from (or 0: it starts
+        over): what a run logged after its last checkpoint is logged again by the rerun,
+        which need not repeat it (another learning rate after a divergence, say)."""
+        if not self.enabled or all(last <= step for last in self.last_step.values()):
+            return
+        text = self._text if not self._local else (
+            self.path.read_text() if self.path.exists() else "")
+        kept = [line for line in text.splitlines(keepends=True)
+                if json.loads(line)["step"] <= step]
+        dropped = len(text.splitlines()) - len(kept)
+        self._text = "".join(kept)
+        write_text_atomically(self.path, self._text)
+        if not self._local:
+            self._unflushed = False
+        else:
+            self._text = ""
+        self.last_step = {split: min(last, step) for split, last in self.last_step.items()}
+        log.info("metrics.jsonl: dropped %d record(s) after step %d, where this run resumes",
+                 dropped, step)
 
     def write(self, step: int, split: str, scalars: Mapping[str, float]) -> None:
         """Record ``scalars`` of ``split`` (``train``, ``eval``) at ``step`` (skipped if that

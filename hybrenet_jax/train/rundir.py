@@ -150,6 +150,23 @@ def _warn_once(key, message: str) -> None:
         log.warning("%s", message)
 
 
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text[:20]} is not a finite number")
+    return value
+
+
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not a finite number")
+
+
+def loads_record(text: str | bytes):
+    """``json.loads`` of a record line that must hold finite numbers only: ``NaN``,
+    ``Infinity`` and overflowing literals (``1e999``) make it a damaged line (ValueError)."""
+    return json.loads(text, parse_float=_finite_float, parse_constant=_no_constant)
+
+
 def check_lock(path: WorkPath | pathlib.Path) -> None:
     """Raise :class:`~.workdir_lock.LockLostError` when a lock this process holds on ``path``'s
     folder (or a folder above) was removed or replaced (see :meth:`WorkdirLock.check`)."""
@@ -325,7 +342,7 @@ class JsonLinesLog:
         parts[-1] = parts[-1][:-1]  # what follows the last newline (b"" when none)
         for number, line in enumerate(filter(None, parts), start=1):
             try:
-                rec = json.loads(line)
+                rec = loads_record(line)
             except ValueError:
                 rec = None
             rec = rec if isinstance(rec, dict) else None

@@ -34,6 +34,11 @@ class StorageError(HybrenetError):
 WorkPath = pathlib.Path | epath.Path
 
 
+#: ``BUCKET[/PATH]`` of a gs:// URL: Cloud Storage's bucket naming rules (dotted names up to
+#: 222 characters are allowed in parts of 63); a malformed one otherwise retries for minutes.
+_GCS_BUCKET = re.compile(r"[a-z0-9](?:[a-z0-9._-]{1,220}[a-z0-9])(?:/[^\s]*)?$")
+
+
 def workdir_path(workdir: str | os.PathLike) -> WorkPath:
     """``workdir`` as a ``pathlib.Path`` (a local path) or :class:`epath.Path` (a URL).
 
@@ -56,6 +61,10 @@ def workdir_path(workdir: str | os.PathLike) -> WorkPath:
         if scheme not in CLOUD_SCHEMES:
             raise StorageError(f"workdir {text!r}: unsupported URL scheme {scheme}:// "
                                "(accepted: a local path, file://, gs://, s3://, az://)")
+        if scheme == "gs" and not _GCS_BUCKET.match(text[len(match.group(0)):]):
+            raise StorageError(f"workdir {text!r}: not a gs://BUCKET/PATH URL (a bucket name is "
+                               "3-63 characters: lower-case letters, digits, '-', '_', '.', "
+                               "starting and ending with a letter or digit)")
         missing = missing_support(scheme)
         if missing:
             raise StorageError(f"workdir {text!r}: {missing}")
