@@ -117,3 +117,34 @@ def test_once_a_full_disk_is_reported_the_savers_stay_quiet(caplog):
         quiet_disk_full_noise()  # the next run starts quiet-free
     assert seen == [] and not caplog.records
     assert checkpoint._DISK_FULL_REPORTED is False
+
+
+def test_an_export_that_fails_on_a_full_disk_leaves_the_earlier_export_intact(tmp_path,
+                                                                              monkeypatch):
+    """The hostile pass: a full disk left a truncated zip / empty .onnx where the earlier
+    export was. Every output file is written through a temporary sibling and a rename."""
+    import pathlib
+
+    import onnx
+    from onnx import helper
+
+    from hybrenet_jax.export.errors import ExportError
+    from hybrenet_jax.export.onnx_export import save_onnx
+
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1])],
+                              [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1])])
+    model = helper.make_model(graph)
+    out = tmp_path / "m.onnx"
+    save_onnx(model, out)
+    before = out.read_bytes()
+    real = pathlib.Path.write_bytes
+
+    def full(self, data):
+        real(self, data[: len(data) // 2])  # half written, then the disk is full
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(pathlib.Path, "write_bytes", full)
+    with pytest.raises(ExportError, match="No space left"):
+        save_onnx(model, out)
+    assert out.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["m.onnx"]

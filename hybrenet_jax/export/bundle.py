@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.metadata
+import io
 import json
 import pathlib
 import zipfile
@@ -37,6 +38,7 @@ from hybrenet_jax.export.folding import FoldedNetwork, fold
 from hybrenet_jax.variables import flatten, unflatten, validate_variables
 from hybrenet_jax.models import BN_EPSILON, Network, build_model
 from hybrenet_jax.netspec import NetSpec
+from hybrenet_jax.train.storage import write_text_atomically
 
 FORMAT = "hybrenet-bundle"
 VERSION = 1
@@ -188,19 +190,23 @@ def save_bundle(path: str | pathlib.Path, spec: NetSpec, variables: Mapping[str,
         FOLDED: _tensor_bytes(folded.tensors(), "folded"),
     }
     try:
+        # each file through a temporary sibling and a rename: a full disk never leaves a
+        # partial file where an earlier export was (write_text_atomically)
         if path.suffix.lower() == ".zip":
             path.parent.mkdir(parents=True, exist_ok=True)
-            with zipfile.ZipFile(path, "w") as archive:
+            buffer = io.BytesIO()
+            with zipfile.ZipFile(buffer, "w") as archive:
                 for name, data in files.items():
                     info = zipfile.ZipInfo(name, date_time=_ZIP_TIME)
                     # float weights barely compress: store them, deflate only the JSON
                     info.compress_type = (zipfile.ZIP_DEFLATED if name == DESCRIPTION
                                           else zipfile.ZIP_STORED)
                     archive.writestr(info, data)
+            write_text_atomically(path, buffer.getvalue())
         else:
             path.mkdir(parents=True, exist_ok=True)
             for name, data in files.items():
-                (path / name).write_bytes(data)
+                write_text_atomically(path / name, data)
     except OSError as err:
         raise BundleError(f"cannot write bundle {path}: {err.strerror or err}") from None
     return path

@@ -31,6 +31,7 @@ from hybrenet_jax.export.folding import FoldedNetwork, fold
 from hybrenet_jax.export.graph import run_folded
 from hybrenet_jax.variables import validate_variables
 from hybrenet_jax.netspec import NetSpec
+from hybrenet_jax.train.storage import write_text_atomically
 
 OPSET = 17
 INPUT = "input"
@@ -150,7 +151,7 @@ def save_onnx(model: onnx.ModelProto, path: str | pathlib.Path) -> pathlib.Path:
     path = pathlib.Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        onnx.save_model(model, str(path))
+        write_text_atomically(path, model.SerializeToString())  # no partial file on a full disk
     except OSError as err:
         raise ExportError(f"cannot write {path}: {err.strerror or err}") from None
     return path
