@@ -96,6 +96,7 @@ def test_criticality_with_kd_from_the_pipeline_teacher(pipeline_dir, tmp_path, c
         summary = json.loads((workdir / f"stage_{stage['stage']}" / "summary.json").read_text())
         assert summary["distill"] == "kd" and summary["model"] == stage["model"]
         assert stage["accuracy"] == pytest.approx(100 * summary["test_accuracy"])
+        assert summary["population"] == 4  # the stage runs were packed (auto: 4 on CPU)
     assert (workdir / "criticality.md").read_text().count("| S") == 4
 
 

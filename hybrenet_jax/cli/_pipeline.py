@@ -66,7 +66,7 @@ def add_plan_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--teacher-workdir", default=None, metavar="DIR",
                    help="a finished teacher run to distil from (default: train "
                         "config.pipeline.teacher_model in DIR/teacher)")
-    p.add_argument("--pack", type=_pack, default=0, metavar="auto|N|1",
+    p.add_argument("--pack", type=pack_type, default=0, metavar="auto|N|1",
                    help="train the variant runs N at a time as one population (one compiled "
                         "step, one teacher pass for all; each run keeps its own workdir): "
                         "auto (default) picks N by backend, 1 trains them one by one")
@@ -83,7 +83,7 @@ def add_plan_arguments(p: argparse.ArgumentParser) -> None:
 MAX_PACK = 64
 
 
-def _pack(text: str) -> int:
+def pack_type(text: str) -> int:
     """``--pack``: ``auto`` (0) or a count of runs per population."""
     if text.strip().lower() == "auto":
         return 0

@@ -7,7 +7,7 @@ import json
 import pathlib
 import sys
 
-from hybrenet_jax.cli._pipeline import (add_training_arguments, progress_log,
+from hybrenet_jax.cli._pipeline import (add_training_arguments, pack_type, progress_log,
                                            training_chatter_to_stderr)
 
 
@@ -37,6 +37,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     teacher.add_argument("--no-teacher", action="store_true",
                          help="train the stage-only networks with plain cross-entropy (not the "
                               "paper's metric, which uses KD accuracies)")
+    p.add_argument("--pack", type=pack_type, default=0, metavar="auto|N|1",
+                   help="train the stage runs N at a time as one population (one teacher pass "
+                        "for all; default auto: by backend; 1: one by one)")
     p.add_argument("--json", action="store_true", help="print criticality.json to stdout")
     p.set_defaults(func=run)
 
@@ -70,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         with training_chatter_to_stderr():
             result = measure_criticality(config, args.model, workdir, teacher,
-                                         log=progress_log())
+                                         log=progress_log(), pack=args.pack)
     except Preempted as stop:
         print(f"hybrenet criticality: {stop}", file=sys.stderr)
         return 0

@@ -25,10 +25,10 @@ from hybrenet_jax.design import criticality, criticality_order
 from hybrenet_jax.model_string import model_string_with, spec_from_model_string
 from hybrenet_jax.netspec import NetSpec, stage_name, stage_names
 from hybrenet_jax.pipeline.errors import PipelineError
-from hybrenet_jax.pipeline.jobs import Log, TrainJob, run_job
+from hybrenet_jax.pipeline.jobs import Log, TrainJob, pack_size, train_jobs
 from hybrenet_jax.schema import TrainConfig
-from hybrenet_jax.train.rundir import (damaged, finished_run_model, locked_workdir,
-                                       read_json, write_atomically, write_json)
+from hybrenet_jax.train.rundir import (damaged, finished_run_model, locked_workdir, read_json,
+                                       read_summary, write_atomically, write_json)
 
 RESULT_JSON = "criticality.json"
 RESULT_MD = "criticality.md"
@@ -164,8 +164,12 @@ def load_result(workdir: str | pathlib.Path,
 
 def measure_criticality(config: TrainConfig, model: str,
                         workdir: str | pathlib.Path, teacher_workdir: str | None = None,
-                        log: Log = logging.getLogger(__name__).info) -> CriticalityResult:
+                        log: Log = logging.getLogger(__name__).info,
+                        pack: int = 0) -> CriticalityResult:
     """Train the per-stage networks (resuming; finished ones skipped) and write the result.
+
+    The stage runs train in populations of ``pack`` (0: by backend, :func:`~.jobs.pack_size`;
+    1: one by one), one teacher pass for all of a population.
 
     Args:
       config: training config (its ``dataset`` and recipe are used for every stage run).
@@ -182,10 +186,17 @@ def measure_criticality(config: TrainConfig, model: str,
     with locked_workdir(workdir, enabled=jax.process_index() == 0, error=PipelineError):
         load_result(workdir, set_aside=True)  # a damaged result is kept aside, then rewritten
         accuracies = []
-        for i, job in enumerate(jobs, start=1):
-            log(f"[criticality {i}/{len(jobs)}] {job.label}")
-            summary = run_job(config, job, log)
-            accuracies.append(100.0 * float(summary["test_accuracy"]))
+        size = pack_size(pack)
+        for start in range(0, len(jobs), size):
+            group = jobs[start:start + size]
+            for i, job in enumerate(group, start=start + 1):
+                log(f"[criticality {i}/{len(jobs)}] {job.label}")
+            for job, record in zip(group, train_jobs(config, group, None, log)):
+                if not isinstance(record, dict):
+                    raise PipelineError(f"criticality: the {job.label} run diverged ({record}); "
+                                        "every stage is needed: fix its recipe and rerun")
+                summary = read_summary(job.workdir)  # the unrounded accuracy
+                accuracies.append(100.0 * float(summary["test_accuracy"]))
         result = compute_result(model, config.dataset, distill, str(teacher_workdir or ""),
                                 [j.model for j in jobs], accuracies)
         if jax.process_index() == 0:

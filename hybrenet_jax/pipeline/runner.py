@@ -37,8 +37,8 @@ from hybrenet_jax.model_string import spec_from_model_string
 from hybrenet_jax.pipeline import criticality as crit
 from hybrenet_jax.pipeline.errors import PipelineError
 from hybrenet_jax.pipeline.jobs import (DKD_BEST, Log, TrainJob, find_record, job_config,
-                                        record_key, run_and_record, teacher_config,
-                                        train_jobs)
+                                        pack_size, record_key, run_and_record,
+                                        teacher_config, train_jobs)
 from hybrenet_jax.train.rundir import (RESULTS, ResultsLog, finished_run_model,
                                        locked_workdir, write_atomically, write_json)
 from hybrenet_jax.pipeline.planning import (CRITICALITY_DIR, TEACHER_DIR,
@@ -110,7 +110,8 @@ def measure_order(config: TrainConfig, model: str, options: PipelineOptions,
         log("warning: no teacher (--distill none): criticality from plain cross-entropy, not "
             "the paper's KD accuracies")
     return crit.measure_criticality(config, model, options.workdir / CRITICALITY_DIR,
-                                    teacher_workdir=teacher.workdir or None, log=log)
+                                    teacher_workdir=teacher.workdir or None, log=log,
+                                    pack=options.pack)
 
 
 def dkd_extra_epochs(config: TrainConfig, options: PipelineOptions) -> float:
@@ -159,18 +160,6 @@ def _record_best(results: ResultsLog, runs: Sequence[dict]) -> dict:
     return best
 
 
-#: ``--pack auto``: members per population on each backend (bench.population; CPU: the
-#: unrolled members beat the same runs one by one there too, a shared teacher pass more so).
-AUTO_PACK = {"cpu": 4, "gpu": 8, "tpu": 8}
-
-
-def pack_size(options: PipelineOptions) -> int:
-    """Runs per population: ``options.pack``, or by backend when it is 0 (auto)."""
-    if options.pack > 0:
-        return options.pack
-    return AUTO_PACK.get(jax.default_backend(), 1)
-
-
 def train_planned(config: TrainConfig, planned: Sequence[PlannedModel],
                   options: PipelineOptions, teacher: TeacherRun, log: Log) -> list[dict]:
     """Train every planned variant (skipping finished runs); returns their result records.
@@ -195,7 +184,7 @@ def train_planned(config: TrainConfig, planned: Sequence[PlannedModel],
             else:
                 pending.append(job)
     index = {job.key: i for i, jobs in enumerate(per_variant, start=1) for job in jobs}
-    size = pack_size(options)
+    size = pack_size(options.pack)
     failed = []
     for start in range(0, len(pending), size):
         group = pending[start:start + size]
@@ -295,7 +284,7 @@ def dry_run_rows(config: TrainConfig, planned: Sequence[PlannedModel],
                                  job.workdir))
     placeholder = TeacherRun(options.teacher_workdir or str(options.workdir / TEACHER_DIR),
                           teacher)
-    size = pack_size(options)
+    size = pack_size(options.pack)
     variants = 0
     for p in planned:
         for job in variant_jobs(config, p, options, placeholder):
