@@ -54,7 +54,7 @@ def _snapshot(directory):
     ("--config.warmup_epochs=-1", "warmup_epochs=-1.0: must be in [0.0, 1000000]"),
     ("--config.learning_rate=nan", "learning_rate=nan: must be a finite number"),
     ("--config.learning_rate=inf", "learning_rate=inf: must be a finite number"),
-    ("--config.distill.temperature=0", "distill.temperature=0.0: must be > 0.0"),
+    ("--config.distill.temperature=0", "distill.temperature=0.0: must be in [0.01, 1000.0]"),
     ("--config.data_workers=-2", "data_workers=-2: must be in [0, 256] (0: automatic)"),
     ("--config.checkpoint_keep_best=100000", "checkpoint_keep_best=100000: must be in [0, 1000]"),
     ("--config.dataset=mnist", "dataset='mnist': accepted: cifar100, cifar10, tinyimagenet, digits"),

@@ -26,10 +26,14 @@ from hybrenet_jax.train.loop import train_population
 STEPS = dict(total_steps=4, eval_every_steps=2, checkpoint_every_steps=2)
 #: culled and thinned variants of one base, another seed sharing the data order, another rate
 VARIANTS = [dict(), dict(model="hrn-2x2x2x:m=4,cull=S1"),
-            dict(model="hrn-2x2x2x:m=4,thin=S2+S3+S4"),
+            dict(model="hrn-2x2x2x:m=4,thin=S2+S3+S4", eval_every_steps=1),
             dict(seed=3, data_seed=0, learning_rate=0.2)]
 SINGLE_RUN_FILES = {"best", "checkpoints", "config.json", "metrics.jsonl", "run.lock",
                     "run_identity.json", "summary.json"}
+
+
+def _config(variant: dict):
+    return tiny_config(**{"log_every_steps": 1, **STEPS, **variant})
 
 
 def _train_losses(workdir) -> list[float]:
@@ -41,13 +45,12 @@ def _train_losses(workdir) -> list[float]:
 def alone(tmp_path_factory):
     """Each variant trained on its own (the reference)."""
     root = tmp_path_factory.mktemp("alone")
-    return [train_and_evaluate(tiny_config(log_every_steps=1, **STEPS, **v), root / f"a{i}")
-            for i, v in enumerate(VARIANTS)], root
+    return [train_and_evaluate(_config(v), root / f"a{i}") for i, v in enumerate(VARIANTS)], root
 
 
 def test_packed_members_are_bit_identical_to_their_single_runs(alone, tmp_path):
     references, root = alone
-    results = train_population([(tiny_config(log_every_steps=1, **STEPS, **v), tmp_path / f"m{i}")
+    results = train_population([(_config(v), tmp_path / f"m{i}")
                                 for i, v in enumerate(VARIANTS)])
     for i, (packed, single) in enumerate(zip(results, references)):
         assert packed["params_digest"] == single["params_digest"], VARIANTS[i]
@@ -55,6 +58,9 @@ def test_packed_members_are_bit_identical_to_their_single_runs(alone, tmp_path):
         assert _train_losses(tmp_path / f"m{i}") == _train_losses(root / f"a{i}")
         assert packed["population"] == 4 and "population" not in single  # the record says so
         assert SINGLE_RUN_FILES <= {p.name for p in (tmp_path / f"m{i}").iterdir()}
+        evals = [json.loads(line)["step"] for line in (tmp_path / f"m{i}" / "metrics.jsonl")
+                 .read_text().splitlines() if json.loads(line)["split"] == "eval"]
+        assert evals == ([1, 2, 3, 4] if i == 2 else [2, 4])  # each member's own cadence
     # a member is an ordinary run: a single run extends it, reading its checkpoints
     longer = train_and_evaluate(tiny_config(log_every_steps=1, **{**STEPS, "total_steps": 6},
                                             **VARIANTS[1]), tmp_path / "m1")

@@ -78,7 +78,8 @@ def test_unknown_fields_and_bad_sections_are_one_line(given, fragment):
 @pytest.mark.parametrize("override,fragment", [
     ("seed=-1", "seed=-1: must be in"),  # Int
     ("snl.finetune_steps=-3", "snl.finetune_steps=-3: must be in"),  # Int in a section
-    ("distill.temperature=0", "distill.temperature=0.0: must be > 0.0"),  # Float, open bound
+    ("learning_rate=0", "learning_rate=0.0: must be > 0.0"),  # Float, open bound
+    ("distill.temperature=0", "distill.temperature=0.0: must be in [0.01, 1000.0]"),  # Float
     ("snl.threshold=1", "snl.threshold=1.0: must be < 1.0"),  # Float, open upper bound
     ("learning_rate=nan", "learning_rate=nan: must be a finite number"),  # Float
     ("flip=maybe", "expected true or false"),  # Bool

@@ -513,6 +513,11 @@ def _train(configs: list[TrainConfig], workdirs: list[WorkPath], wall_start: flo
     if len(by_step) > 1:
         log.warning("the members resume from different steps (%s): they train as %d groups",
                     ", ".join(str(s) for s in sorted(by_step)), len(by_step))
+    lengths = {m.steps["total"] for m, _ in built}
+    if len(lengths) > 1:  # e.g. DKD warm-ups of other lengths trained on top
+        raise TrainingError(f"the members of a population train for different numbers of "
+                            f"steps ({', '.join(map(str, sorted(lengths)))}); pack runs of "
+                            "equal length")
     for _, group in sorted(by_step.items()):
         members = [built[i][0] for i in group]
         states = tuple(built[i][1] for i in group)
@@ -528,7 +533,6 @@ def _run(members: list[_Member], states: tuple, setup: Setup, teacher, wall_star
     each member's own logging, evaluation, checkpoints, divergence check and summary."""
     spe = setup.steps_per_epoch
     total = members[0].steps["total"]
-    cadence = members[0].steps
     several = jax.process_count() > 1
     train_step = make_population_step([m.body for m in members], setup.mesh, teacher)
     teacher_vars = teacher.variables if teacher else None
@@ -598,30 +602,29 @@ def _run(members: list[_Member], states: tuple, setup: Setup, teacher, wall_star
                     timer.start(states)  # the first step compiles: time from here on
                 else:
                     timer.count(members[0].config.batch_size)
-                if step % cadence["log_every"] == 0 or step == total:
-                    for i, member in enumerate(members):
-                        if guard(i):
-                            _log_train(member.writer, bar, jax.device_get(metrics[i]), step,
-                                       spe)
+                def due(member: _Member, every: str) -> bool:  # each member's own cadence
+                    return step % member.steps[every] == 0 or step == total
+
+                for i, member in enumerate(members):
+                    if due(member, "log_every") and guard(i):
+                        _log_train(member.writer, bar, jax.device_get(metrics[i]), step, spe)
                 with timer.paused(states):
-                    if step % cadence["eval_every"] == 0 or step == total:
-                        for i, (member, state) in enumerate(zip(members, states)):
-                            if guard(i, state):  # nothing non-finite is evaluated or ranked
-                                error = _evaluate(member, state, setup, step, bar, main_process,
-                                                  len(members) > 1)
-                                if error is not None:
-                                    fail(member, error)
+                    for i, (member, state) in enumerate(zip(members, states)):
+                        if due(member, "eval_every") and guard(i, state):  # nothing non-finite
+                            error = _evaluate(member, state, setup, step, bar,  # is ranked
+                                              main_process, len(members) > 1)
+                            if error is not None:
+                                fail(member, error)
                     if not several:  # a signal that came during the eval counts now
                         stop = preemption.signal
-                    if step % cadence["checkpoint_every"] == 0 or step == total or stop:
-                        for i, (member, state) in enumerate(zip(members, states)):
-                            if guard(i, state):
-                                with writing(member.writer.path):  # metrics to a resumable step
-                                    member.writer.flush()
-                                member.checkpointer.save(
-                                    step, state, {"model": member.config.model,
-                                                  "dataset": member.config.dataset,
-                                                  "epoch": step / spe}, force=True)
+                    for i, (member, state) in enumerate(zip(members, states)):
+                        if (due(member, "checkpoint_every") or stop) and guard(i, state):
+                            with writing(member.writer.path):  # metrics to a resumable step
+                                member.writer.flush()
+                            member.checkpointer.save(
+                                step, state, {"model": member.config.model,
+                                              "dataset": member.config.dataset,
+                                              "epoch": step / spe}, force=True)
                 if step >= total or stop or all(m.failed for m in members):
                     break
     timer.stop(states)
